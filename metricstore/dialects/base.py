@@ -1,0 +1,122 @@
+"""What every engine provides; subclasses fill in the engine's SQL."""
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column in engine-neutral terms; ``type`` is a key of ``Dialect.types``."""
+    name: str
+    type: str
+    null: bool = False
+    default: str = None
+    check: str = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table in engine-neutral terms.
+
+    ``series`` tables are keyed by time: partitioned by month of ``time_column``
+    on PostgreSQL, clustered on their primary key (WITHOUT ROWID) on SQLite.
+    ``include`` columns ride in the primary key's index where the engine can.
+    """
+    name: str
+    columns: tuple
+    primary_key: tuple = ()
+    include: tuple = ()
+    unique: tuple = ()
+    indexes: tuple = ()          # (index_name, (columns...))
+    checks: tuple = ()
+    series: bool = False
+    time_column: str = "collected_at"
+    references: dict = field(default_factory=dict)   # column -> "table(column)"
+
+
+class Dialect:
+    """Base class: engine-neutral helpers plus the methods engines override."""
+
+    name = None
+    partitioned = False
+    types = {}
+
+    # -- identifiers and DDL -------------------------------------------------
+    @staticmethod
+    def quote(identifier):
+        """Quote an identifier (double quotes doubled)."""
+        return '"%s"' % identifier.replace('"', '""')
+
+    def column_sql(self, column):
+        parts = [self.quote(column.name), self.types[column.type]]
+        if not column.null and column.type != "serial":
+            parts.append("NOT NULL")
+        if column.default is not None:
+            parts.append("DEFAULT " + column.default)
+        if column.check:
+            parts.append("CHECK (%s)" % column.check)
+        return " ".join(parts)
+
+    def cols(self, names):
+        return ", ".join(self.quote(n) for n in names)
+
+    def table_body(self, table):
+        lines = [self.column_sql(c) for c in table.columns]
+        if table.primary_key:
+            lines.append(self.primary_key_sql(table))
+        for cols in table.unique:
+            lines.append("UNIQUE (%s)" % self.cols(cols))
+        for col, target in table.references.items():
+            lines.append("FOREIGN KEY (%s) REFERENCES %s" % (self.quote(col), target))
+        for check in table.checks:
+            lines.append("CHECK (%s)" % check)
+        return "(\n    " + ",\n    ".join(lines) + "\n)"
+
+    def primary_key_sql(self, table):
+        return "PRIMARY KEY (%s)" % self.cols(table.primary_key)
+
+    def create_table_sql(self, table):
+        """Statements creating ``table`` and its indexes (idempotent)."""
+        out = ["CREATE TABLE IF NOT EXISTS %s %s%s" % (
+            self.quote(table.name), self.table_body(table), self.table_suffix(table))]
+        for index_name, cols in table.indexes:
+            out.append("CREATE INDEX IF NOT EXISTS %s ON %s (%s)" % (
+                self.quote(index_name), self.quote(table.name), self.cols(cols)))
+        return out
+
+    def table_suffix(self, table):
+        return ""
+
+    def prepare(self, db):
+        """Create what must exist before migrations (e.g. the tenant schema)."""
+
+    # -- time ------------------------------------------------------------------
+    def time_param(self, dt):
+        """Aware UTC datetime -> the value bound for a time column."""
+        raise NotImplementedError
+
+    def time_result(self, value):
+        """A time column's value as read -> aware UTC datetime."""
+        raise NotImplementedError
+
+    # -- transactions and locks -------------------------------------------------
+    def write_transaction(self, db):
+        """A transaction that takes the write lock up front."""
+        return db.atomic()
+
+    @contextmanager
+    def lock(self, db, name, timeout_s=None):
+        """Serialise ``name`` across processes for the current transaction."""
+        yield
+
+    # -- introspection -----------------------------------------------------------
+    def table_columns(self, db, table):
+        raise NotImplementedError
+
+    def table_indexes(self, db, table):
+        """``{index_name: (unique, (columns...))}`` for ``table``, keys included."""
+        raise NotImplementedError
+
+    def table_bytes(self, db, table):
+        """Bytes used by ``table`` and its indexes (all partitions)."""
+        raise NotImplementedError

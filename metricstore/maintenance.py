@@ -1,0 +1,62 @@
+"""One maintenance run: partitions ahead, rows out of the default partition,
+expired partitions dropped, expired rows deleted, and a record of it all."""
+
+import json
+
+from .dialects import dialect_for
+from .models import MaintenanceRun
+from .partitioning import PartitionManager, Result
+from .retention import delete_expired
+
+
+def maintain(db, dry_run=False, now=None, strategy=None):
+    """Plan and (unless ``dry_run``) apply maintenance; return a :class:`Result`.
+
+    ``now`` (aware, default the current UTC time) drives the plan. After a
+    run no row collected before ``now - retention_days`` remains in
+    ``metrics`` or ``server_snapshots``. A dry run reads only. A real run
+    is recorded in ``maintenance_runs``, failures included. Safe to run from
+    several processes at once.
+    """
+    clock = (lambda: now) if now is not None else None
+    manager = PartitionManager(db, strategy=strategy, **({"clock": clock} if clock else {}))
+    plan = manager.plan()
+    result = Result(plan=plan, dry_run=dry_run)
+    if dry_run:
+        result.default_rows_after = dict(plan.default_rows)
+        return result
+    dialect = dialect_for(db)
+    with dialect.write_transaction(db):
+        run = MaintenanceRun.insert(started_at=plan.now, dry_run=False).execute(db)
+    result.run_id = run
+    try:
+        result.created, result.moved, result.dropped = manager.apply(plan)
+        db.__dict__.pop("_metricstore_months", None)   # dropped months are gone now
+        result.deleted = delete_expired(db, plan.cutoff)
+        result.default_rows_after = {t: manager.default_rows(t) for t in manager.tables} \
+            if dialect.partitioned else {}
+    except Exception as exc:
+        _finish(db, dialect, result, error="%s: %s" % (type(exc).__name__, exc))
+        raise
+    _finish(db, dialect, result)
+    return result
+
+
+def _finish(db, dialect, result, error=None):
+    from .timeutil import utcnow
+    detail = json.dumps({"created": result.created, "dropped": result.dropped,
+                         "deleted": result.deleted,
+                         "default_rows_after": result.default_rows_after})
+    with dialect.write_transaction(db):
+        (MaintenanceRun.update(finished_at=utcnow(), created=len(result.created),
+                               moved=result.moved, dropped=len(result.dropped),
+                               deleted=sum(result.deleted.values()), detail=detail,
+                               error=error)
+         .where(MaintenanceRun.id == result.run_id).execute(db))
+
+
+def last_run(db):
+    """The most recent real maintenance run, or None (read-only)."""
+    return (MaintenanceRun.select().where(MaintenanceRun.dry_run == False)  # noqa: E712
+            .order_by(MaintenanceRun.started_at.desc(), MaintenanceRun.id.desc())
+            .bind(db).first())

@@ -1,0 +1,106 @@
+"""Diffing the strategy against the live catalog, and applying the plan."""
+
+from ..dialects import dialect_for
+from ..settings import get_retention_days
+from ..timeutil import UTC, to_utc, utcnow
+from .catalog import live_partitions
+from .operations import create_month, drop_partition, ensure_default
+from .plan import Creation, Plan
+from .strategy import MonthlyStrategy
+
+SERIES_TABLES = ("metrics", "server_snapshots")
+DEFAULT_MONTHS = ("SELECT DISTINCT date_trunc('month', collected_at AT TIME ZONE 'UTC') "
+                  "FROM {default}")
+DEFAULT_COUNT = "SELECT count(*) FROM {default}"
+WAITING = "SELECT count(*) FROM {default} WHERE collected_at >= %s AND collected_at < %s"
+
+
+class PartitionManager:
+    """Plans and applies partition changes for one tenant database.
+
+    ``clock`` returns "now" (aware); override it to walk time in tests.
+    On SQLite (no partitions) plans hold only the retention cutoff.
+    """
+
+    def __init__(self, db, strategy=None, tables=SERIES_TABLES, clock=utcnow):
+        self.db = db
+        self.dialect = dialect_for(db)
+        self.strategy = strategy or MonthlyStrategy()
+        self.tables = tables
+        self.clock = clock
+
+    def now(self):
+        return to_utc(self.clock(), "clock()")
+
+    def live(self, table):
+        """Live partitions of ``table`` (read-only; [] on SQLite)."""
+        if not self.dialect.partitioned:
+            return []
+        return live_partitions(self.db, self.dialect, table)
+
+    def default_rows(self, table, live=None):
+        """Exact number of rows waiting in ``table``'s default partition."""
+        default = self._default(table, live)
+        if default is None:
+            return 0
+        q = DEFAULT_COUNT.format(default=self.dialect.quote(default))
+        return self.db.execute_sql(q).fetchone()[0]
+
+    def _default(self, table, live=None):
+        live = self.live(table) if live is None else live
+        return next((p.name for p in live if p.is_default), None)
+
+    def _data_months(self, table, default):
+        if default is None:
+            return []
+        q = DEFAULT_MONTHS.format(default=self.dialect.quote(default))
+        return [m.replace(tzinfo=UTC) for (m,) in self.db.execute_sql(q).fetchall()]
+
+    def plan(self, retention_days=None):
+        """The :class:`Plan` at ``now()``; changes nothing."""
+        now = self.now()
+        if retention_days is None:
+            retention_days = get_retention_days(self.db)
+        cutoff = self.strategy.cutoff(now, retention_days)
+        plan = Plan(self.dialect.name, now, retention_days, cutoff)
+        for table in self.tables:
+            live = self.live(table)
+            plan.partitions[table] = live
+            if not self.dialect.partitioned:
+                continue
+            default = self._default(table, live)
+            plan.default_rows[table] = self.default_rows(table, live)
+            for start in self.strategy.wanted(now, self._data_months(table, default), cutoff):
+                start, end = self.strategy.bounds(start)
+                if any(p.overlaps(start, end) for p in live):
+                    continue
+                waiting = 0
+                if default is not None:
+                    waiting = self.db.execute_sql(
+                        WAITING.format(default=self.dialect.quote(default)),
+                        (start, end)).fetchone()[0]
+                plan.create.append(Creation(table, self.strategy.name(table, start),
+                                            start, end, waiting))
+            plan.drop.extend(p for p in live
+                             if p.owned and not p.is_default and p.end <= cutoff)
+        return plan
+
+    def apply(self, plan):
+        """Create, move and drop as planned (re-checking the catalog under the
+        lock at every step). Returns ``(created names, rows moved, dropped names)``."""
+        created, moved, dropped = [], 0, []
+        if not self.dialect.partitioned:
+            return created, moved, dropped
+        for table in self.tables:
+            name = ensure_default(self.db, self.dialect, table)
+            if name:
+                created.append(name)
+        for c in plan.create:
+            name, n = create_month(self.db, self.dialect, self.strategy, c.table, c.start)
+            if name:
+                created.append(name)
+            moved += n
+        for p in plan.drop:
+            if drop_partition(self.db, self.dialect, p.table, p.name):
+                dropped.append(p.name)
+        return created, moved, dropped

@@ -1,0 +1,43 @@
+"""Exact retention by bounded DELETE batches (both engines).
+
+Whole expired partitions are dropped by the partition manager first; this
+removes what is left: every row collected before the cutoff, one server and
+at most one day of samples per statement, each batch its own transaction,
+so writers are never blocked for long.
+"""
+
+from datetime import timedelta
+
+import peewee as pw
+
+from .dialects import dialect_for
+from .models import Metric, Server, ServerSnapshot
+
+SERIES_MODELS = (Metric, ServerSnapshot)
+BATCH_SPAN = timedelta(days=1)
+
+
+def delete_expired(db, cutoff, models=SERIES_MODELS, span=BATCH_SPAN):
+    """Delete rows with ``collected_at < cutoff`` (aware UTC); return rows deleted per table."""
+    dialect = dialect_for(db)
+    server_ids = [s for (s,) in Server.select(Server.id).bind(db).tuples()]
+    deleted = {}
+    for model in models:
+        total = 0
+        for server_id in server_ids:
+            while True:
+                oldest = (model.select(pw.fn.MIN(model.collected_at))
+                          .where((model.server == server_id) & (model.collected_at < cutoff))
+                          .bind(db).scalar())
+                if oldest is None:
+                    break
+                oldest = dialect.time_result(oldest) if not hasattr(oldest, "tzinfo") else oldest
+                upper = min(oldest + span, cutoff)
+                with dialect.write_transaction(db):
+                    total += (model.delete()
+                              .where((model.server == server_id)
+                                     & (model.collected_at >= oldest)
+                                     & (model.collected_at < upper))
+                              .execute(db))
+        deleted[model._meta.table_name] = total
+    return deleted

@@ -1,0 +1,1 @@
+"""metricstore's migration history (peewee-migrate), shipped as metricstore.migrations."""
