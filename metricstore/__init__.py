@@ -8,19 +8,22 @@
 
 from .connection import DEFAULT_URL, connect, default_url
 from .errors import (ConfigurationError, DatabaseError, MaintenanceError, MetricstoreError,
-                     SchemaError, TimeError, UnknownMetricError, UnknownServerError,
-                     ValidationError)
+                     QueryError, SchemaError, TimeError, UnknownMetricError,
+                     UnknownServerError, ValidationError)
+from .ingest import Sample, SnapshotSample, WriteResult
 from .maintenance import last_run, maintain
 from .models import (MODELS, MaintenanceRun, Metric, MetricType, Server, ServerSnapshot,
                      TenantSettings)
 from .provision import provision
+from .repository import MetricRepository
 from .settings import get_retention_days, set_retention_days
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_URL", "MODELS", "ConfigurationError", "DatabaseError", "MaintenanceError",
-    "MaintenanceRun", "Metric", "MetricType", "MetricstoreError", "SchemaError", "Server",
+    "MaintenanceRun", "Metric", "MetricRepository", "QueryError", "Sample",
+    "SnapshotSample", "WriteResult", "MetricType", "MetricstoreError", "SchemaError", "Server",
     "ServerSnapshot", "TenantSettings", "TimeError", "UnknownMetricError",
     "UnknownServerError", "ValidationError", "connect", "default_url",
     "get_retention_days", "last_run", "maintain", "provision", "set_retention_days",

@@ -36,6 +36,12 @@ class PostgresTenantDatabase(pw.PostgresqlDatabase):
         self.schema = schema
         super().__init__(database, **kwargs)
 
+    def _initialize_connection(self, conn):
+        # libpq's PGTZ overrides "-c TimeZone=UTC" in the startup options, so
+        # pin the zone again once connected (autocommit: lasts the session).
+        with conn.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+
 
 def default_url():
     """``DATABASE_URL`` if set and not empty, else :data:`DEFAULT_URL`."""

@@ -54,3 +54,7 @@ class MaintenanceError(MetricstoreError):
 
 class DatabaseError(MetricstoreError):
     """The database driver failed; the driver's exception is ``__cause__``."""
+
+
+class QueryError(MetricstoreError, ValueError):
+    """A query's arguments do not make sense (unknown stat, gauge rate, ...)."""

@@ -31,10 +31,15 @@ def migrate(db):
 
 
 def applied(db):
-    """Names of the applied migrations, oldest first (read-only once created)."""
+    """Names of the applied migrations, oldest first (read-only)."""
+    # Router.done creates the history table, which fails on a PostgreSQL
+    # tenant whose schema does not exist yet: an unprovisioned tenant has none.
+    if not db.table_exists(HISTORY_TABLE):
+        return []
     return _router(db).done
 
 
 def pending(db):
-    """Names of the migrations not yet applied."""
-    return _router(db).diff
+    """Names of the migrations not yet applied (read-only)."""
+    done = set(applied(db))
+    return [name for name in _router(db).todo if name not in done]

@@ -1,5 +1,6 @@
 """Seeding: an idempotent upsert of the shipped metric types."""
 
+from .errors import ConfigurationError
 from .models import KINDS, MetricType
 from .seeds.metric_types import METRIC_TYPES
 
@@ -12,7 +13,9 @@ def seed_metric_types(db, metric_types=METRIC_TYPES):
     """
     rows = [dict(name=n, unit=u, description=d, kind=k) for n, u, d, k in metric_types]
     for row in rows:
-        assert row["kind"] in KINDS, row
+        if row["kind"] not in KINDS:
+            raise ConfigurationError("metric type %r has kind %r; use one of %s"
+                                     % (row["name"], row["kind"], ", ".join(KINDS)))
     existing = {(m.name, m.unit, m.description, m.kind)
                 for m in MetricType.select().bind(db)}
     changed = [r for r in rows if tuple(r.values()) not in existing]

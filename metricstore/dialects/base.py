@@ -109,6 +109,44 @@ class Dialect:
         """Serialise ``name`` across processes for the current transaction."""
         yield
 
+    # -- queries ----------------------------------------------------------------
+    # Shared templates (metricstore.queries) use :name parameters and these
+    # fragments; sql() turns them into the driver's parameter style.
+    in_servers = None          # "server_id is a registered server", index-friendly
+    latest = None              # latest metric row per server: :mid, {filter}
+    latest_snapshots = None    # latest snapshot per server (LEFT JOIN): {filter}
+
+    def sql(self, template, **fragments):
+        """A template with its fragments filled in, in the driver's style."""
+        return template.format(**fragments) if fragments else template
+
+    def bucket(self, column):
+        """Start of the UTC-aligned bucket (width :every) holding ``column``."""
+        raise NotImplementedError
+
+    def seconds(self, later, earlier):
+        """Seconds (float) between two time expressions."""
+        raise NotImplementedError
+
+    def interval_param(self, delta):
+        """A timedelta as bound for comparison with time differences."""
+        raise NotImplementedError
+
+    def id_filter(self, column):
+        """``WHERE column`` is one of the :ids list parameter."""
+        raise NotImplementedError
+
+    def ids_param(self, ids):
+        raise NotImplementedError
+
+    def grouped_stats(self, source, stats):
+        """``SELECT g, <stat>...`` over ``source`` rows (g, t, v) grouped by g."""
+        raise NotImplementedError
+
+    def stream(self, db, sql, params):
+        """Iterate a query's rows without holding the result in memory."""
+        return iter(db.execute_sql(sql, params))
+
     # -- introspection -----------------------------------------------------------
     def table_columns(self, db, table):
         raise NotImplementedError

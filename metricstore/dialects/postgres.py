@@ -5,10 +5,21 @@ primary key of a series table carries its value column (INCLUDE), so range
 and bucket queries are index-only scans.
 """
 
+import io
+import itertools
 from contextlib import contextmanager
 
+import re
+
+from ..queries import PERCENTILES
 from ..timeutil import UTC
 from .base import Dialect
+
+PARAM = re.compile(r"(?<![:\w]):([a-z_]+)")
+AGGREGATES = {"avg": "avg(v)", "min": "min(v)", "max": "max(v)", "sum": "sum(v)",
+              "count": "count(*)", "last": "(array_agg(v ORDER BY t DESC))[1]"}
+AGGREGATES.update({name: "percentile_cont(%r) WITHIN GROUP (ORDER BY v)" % p
+                   for name, p in PERCENTILES.items()})
 
 
 class PostgresDialect(Dialect):
@@ -21,12 +32,73 @@ class PostgresDialect(Dialect):
         "timestamp": "TIMESTAMPTZ",
     }
 
+    in_servers = "server_id = ANY(ARRAY(SELECT id FROM servers))"
+    # One backward index probe per server (LATERAL ... LIMIT 1).
+    latest = ("SELECT s.id, s.name, m.collected_at, m.value FROM servers s "
+              "CROSS JOIN LATERAL (SELECT collected_at, value FROM metrics "
+              "WHERE server_id = s.id AND metric_type_id = :mid "
+              "ORDER BY collected_at DESC LIMIT 1) m {filter} ORDER BY s.id")
+    latest_snapshots = (
+        "SELECT s.id, s.name, x.collected_at, x.cpu_percent, x.memory_percent, "
+        "x.connection_count, x.status FROM servers s LEFT JOIN LATERAL "
+        "(SELECT * FROM server_snapshots WHERE server_id = s.id "
+        "ORDER BY collected_at DESC LIMIT 1) x ON true {filter} ORDER BY s.id")
+
     def __init__(self, schema=None):
         self.schema = schema
+        self._sql_cache = {}
+        self._cursor_ids = itertools.count(1)
+
+    def sql(self, template, **fragments):
+        key = (template, tuple(sorted(fragments.items())))
+        out = self._sql_cache.get(key)
+        if out is None:
+            text = template.format(**fragments) if fragments else template
+            out = self._sql_cache[key] = PARAM.sub(r"%(\1)s", text.replace("%", "%%"))
+        return out
+
+    def bucket(self, column):
+        return "date_bin(:every, %s, timestamptz '1970-01-01 00:00:00+00')" % column
+
+    def seconds(self, later, earlier):
+        return "extract(epoch FROM %s - %s)::float8" % (later, earlier)
+
+    def interval_param(self, delta):
+        return delta
+
+    def id_filter(self, column):
+        return "WHERE %s = ANY(:ids)" % column
+
+    def ids_param(self, ids):
+        return list(ids)
+
+    def grouped_stats(self, source, stats):
+        cols = ", ".join('%s AS "%s"' % (AGGREGATES[s], s) for s in stats)
+        return "SELECT g, %s FROM (%s) src GROUP BY g" % (cols, source)
+
+    def stream(self, db, sql, params, itersize=5000):
+        """A server-side cursor (DECLARE/FETCH) in a transaction: memory stays
+        bounded however many rows the query returns."""
+        name = "metricstore_stream_%d" % next(self._cursor_ids)
+        with db.atomic():
+            cursor = db.cursor()
+            cursor.execute("DECLARE %s NO SCROLL CURSOR FOR %s" % (name, sql), params)
+            try:
+                while True:
+                    cursor.execute("FETCH FORWARD %d FROM %s" % (itersize, name))
+                    rows = cursor.fetchall()
+                    if not rows:
+                        return
+                    yield from rows
+            finally:
+                cursor.execute("CLOSE %s" % name)
 
     def prepare(self, db):
         if self.schema:
             db.execute_sql("CREATE SCHEMA IF NOT EXISTS %s" % self.quote(self.schema))
+            # The session resolved its search_path while the schema was
+            # missing; setting it again makes the new schema current.
+            db.execute_sql("SET search_path TO %s" % self.quote(self.schema))
 
     def primary_key_sql(self, table):
         sql = "PRIMARY KEY (%s)" % self.cols(table.primary_key)
@@ -89,3 +161,52 @@ class PostgresDialect(Dialect):
             "WHERE c.oid IN (SELECT relid FROM pg_partition_tree(%s::regclass))",
             (self.quote(table),)).fetchone()
         return int(size)
+
+    def writer(self, db, target):
+        """Bulk writer for ingest: COPY into a session temp table, then one
+        ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` (all rows or none)."""
+        return PostgresWriter(db, self, target)
+
+
+class PostgresWriter:
+    """See :meth:`PostgresDialect.writer`. Rows: value columns then epoch us."""
+
+    STAGE = "CREATE TEMP TABLE IF NOT EXISTS {stage} ({columns}, micros bigint)"
+    INSERT = ("INSERT INTO {table} ({names}, collected_at) "
+              "SELECT {names}, timestamptz '1970-01-01 00:00:00+00' + micros * interval '1 microsecond' "
+              "FROM {stage} ON CONFLICT DO NOTHING")
+
+    def __init__(self, db, dialect, target):
+        self.db, self.target = db, target
+        q = dialect.quote
+        self.stage = q("metricstore_stage_" + target.table)
+        self.names = dialect.cols(target.columns)
+        self.columns = ", ".join("%s %s" % (q(c), t)
+                                 for c, t in zip(target.columns, target.staging_types))
+        line = target.copy_line
+        self.format = line.__mod__ if isinstance(line, str) else line
+
+    def __enter__(self):
+        self.cursor = self.db.cursor()
+        self.cursor.execute(self.STAGE.format(stage=self.stage, columns=self.columns))
+        self.cursor.execute("TRUNCATE %s" % self.stage)
+        return self
+
+    def add(self, rows):
+        if rows:
+            buffer = io.StringIO("".join(map(self.format, rows)))
+            self.cursor.copy_expert("COPY %s FROM STDIN" % self.stage, buffer)
+
+    def finish(self, ensure_partitions):
+        ensure_partitions()
+        with self.db.atomic():
+            self.cursor.execute(self.INSERT.format(table=self.target.table, names=self.names,
+                                                   stage=self.stage))
+            inserted = self.cursor.rowcount
+        self.cursor.execute("TRUNCATE %s" % self.stage)
+        return inserted
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None and not self.db.in_transaction():
+            self.cursor.execute("TRUNCATE %s" % self.stage)   # free the staged rows now
+        return False

@@ -6,8 +6,17 @@ Series tables are WITHOUT ROWID, clustered on their natural key, so a
 series' points sit together and the key is also the covering index.
 """
 
-from ..timeutil import from_micros, to_micros
+import json
+
+from ..queries import PERCENTILES
+from ..timeutil import ONE_US, from_micros, to_micros
 from .base import Dialect
+
+PLAIN = {"avg": "AVG(v)", "min": "MIN(v)", "max": "MAX(v)", "sum": "SUM(v)",
+         "count": "COUNT(*)"}
+RANKED = ("SELECT g, t, v, ROW_NUMBER() OVER (PARTITION BY g ORDER BY v) - 1 AS rn, "
+          "COUNT(*) OVER (PARTITION BY g) AS n, "
+          "ROW_NUMBER() OVER (PARTITION BY g ORDER BY t DESC) AS recent FROM ({source}) src")
 
 
 class SqliteDialect(Dialect):
@@ -30,6 +39,59 @@ class SqliteDialect(Dialect):
 
     def time_result(self, value):
         return None if value is None else from_micros(value)
+
+    in_servers = "server_id IN (SELECT id FROM servers)"
+    # One index probe per server: MAX() on the key prefix, then the row.
+    latest = ("SELECT s.id, s.name, m.collected_at, m.value FROM servers s "
+              "JOIN metrics m ON m.server_id = s.id AND m.metric_type_id = :mid "
+              "AND m.collected_at = (SELECT MAX(collected_at) FROM metrics "
+              "WHERE server_id = s.id AND metric_type_id = :mid) {filter} ORDER BY s.id")
+    latest_snapshots = (
+        "SELECT s.id, s.name, x.collected_at, x.cpu_percent, x.memory_percent, "
+        "x.connection_count, x.status FROM servers s LEFT JOIN server_snapshots x "
+        "ON x.server_id = s.id AND x.collected_at = (SELECT MAX(collected_at) "
+        "FROM server_snapshots WHERE server_id = s.id) {filter} ORDER BY s.id")
+
+    def bucket(self, column):
+        return "({0} - {0} % :every)".format(column)
+
+    def seconds(self, later, earlier):
+        return "(({0} - {1}) / 1000000.0)".format(later, earlier)
+
+    def interval_param(self, delta):
+        return delta // ONE_US
+
+    def id_filter(self, column):
+        return "WHERE %s IN (SELECT value FROM json_each(:ids))" % column
+
+    def ids_param(self, ids):
+        return json.dumps(list(ids))
+
+    def grouped_stats(self, source, stats):
+        """Plain aggregates; ``last`` and percentiles through window functions
+        (SQLite has no percentile aggregate): the two order statistics around
+        p*(n-1), interpolated as PostgreSQL's percentile_cont does."""
+        if not any(s == "last" or s in PERCENTILES for s in stats):
+            cols = ", ".join('%s AS "%s"' % (PLAIN[s], s) for s in stats)
+            return "SELECT g, %s FROM (%s) src GROUP BY g" % (cols, source)
+        middle, outer = ["MAX(n) AS n"], []
+        for s in stats:
+            if s in PLAIN:
+                middle.append('%s AS "%s"' % (PLAIN[s], s))
+                outer.append('"%s"' % s)
+            elif s == "last":
+                middle.append('MAX(CASE WHEN recent = 1 THEN v END) AS "last"')
+                outer.append('"last"')
+            else:
+                pos = "%r * (n - 1)" % PERCENTILES[s]
+                middle.append('MAX(CASE WHEN rn = CAST(%s AS INTEGER) THEN v END) AS "%s_lo"'
+                              % (pos, s))
+                middle.append('MAX(CASE WHEN rn = CAST(%s AS INTEGER) + 1 THEN v END) '
+                              'AS "%s_hi"' % (pos, s))
+                outer.append('"{0}_lo" + (COALESCE("{0}_hi", "{0}_lo") - "{0}_lo") * '
+                             '({1} - CAST({1} AS INTEGER)) AS "{0}"'.format(s, pos))
+        return "SELECT g, %s FROM (SELECT g, %s FROM (%s) r GROUP BY g) agg" % (
+            ", ".join(outer), ", ".join(middle), RANKED.format(source=source))
 
     def write_transaction(self, db):
         # BEGIN IMMEDIATE takes the write lock first: two writers queue on the
@@ -58,3 +120,35 @@ class SqliteDialect(Dialect):
             "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name IN (%s)" % marks,
             names).fetchone()
         return size
+
+    def writer(self, db, target):
+        """Bulk writer for ingest: INSERT OR IGNORE via executemany in one
+        BEGIN IMMEDIATE transaction (all rows or none)."""
+        return SqliteWriter(db, self, target)
+
+
+class SqliteWriter:
+    """See :meth:`SqliteDialect.writer`. Rows: value columns then epoch us."""
+
+    def __init__(self, db, dialect, target):
+        names = target.columns + ("collected_at",)
+        self.db, self.dialect = db, dialect
+        self.sql = "INSERT OR IGNORE INTO %s (%s) VALUES (%s)" % (
+            dialect.quote(target.table), dialect.cols(names), ", ".join("?" * len(names)))
+        self.inserted = 0
+
+    def __enter__(self):
+        self.txn = self.dialect.write_transaction(self.db)
+        self.txn.__enter__()
+        self.cursor = self.db.cursor()
+        return self
+
+    def add(self, rows):
+        if rows:
+            self.inserted += self.cursor.executemany(self.sql, rows).rowcount
+
+    def finish(self, ensure_partitions):
+        return self.inserted
+
+    def __exit__(self, *exc):
+        return self.txn.__exit__(*exc)

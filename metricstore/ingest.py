@@ -1,0 +1,224 @@
+"""Validated, idempotent, atomic bulk writes of samples and snapshots.
+
+Rows stream through in chunks (the iterable is never held in memory); every
+row is checked; the engine's fastest idempotent path writes them (SQLite:
+``executemany`` of INSERT OR IGNORE in one BEGIN IMMEDIATE transaction;
+PostgreSQL: COPY into a session temp table, then one
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING``). Re-sending a batch inserts
+nothing twice: the natural keys make a repeat a no-op.
+"""
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+from typing import NamedTuple, Optional
+
+from .dialects import dialect_for
+from .errors import ValidationError
+from .partitioning import ensure_months
+from .timeutil import EPOCH, ONE_US, from_micros, months_between
+from .models import GAUGE
+from .validation import (MIN_MICROS, MetricRule, RowError, status_problem, time_problem, unknown_metric,
+                         unknown_server, value_problem)
+
+CHUNK_ROWS = 50_000
+ON_ERROR = ("raise", "skip")
+
+
+class Sample(NamedTuple):
+    """One metric sample; ``collected_at`` an aware datetime."""
+    server_id: int
+    metric: str
+    value: float
+    collected_at: datetime
+
+
+class SnapshotSample(NamedTuple):
+    """One server snapshot; percentages 0..100, ``status`` one of models.STATUSES."""
+    server_id: int
+    collected_at: datetime
+    cpu_percent: Optional[float] = None
+    memory_percent: Optional[float] = None
+    connection_count: Optional[int] = None
+    status: str = "online"
+
+
+@dataclass
+class WriteResult:
+    """Outcome of a write: rows ``inserted``, ``duplicates`` of stored rows
+    (or repeated within the batch), and the ``rejected`` RowErrors (only
+    with ``on_error='skip'``)."""
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A series table as the bulk writers see it: value columns, then time."""
+    table: str
+    columns: tuple
+    staging_types: tuple
+    copy_line: object     # callable(row tuple) -> COPY text line, or a %-format string
+
+
+def _copy_field(value):
+    return "\\N" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def _snapshot_line(row):
+    return "\t".join(map(_copy_field, row)) + "\n"
+
+
+METRICS = Target("metrics", ("server_id", "metric_type_id", "value"),
+                 ("integer", "smallint", "double precision"), "%d\t%d\t%r\t%d\n")
+SNAPSHOTS = Target("server_snapshots",
+                   ("server_id", "cpu_percent", "memory_percent", "connection_count", "status"),
+                   ("integer", "double precision", "double precision", "integer", "text"),
+                   _snapshot_line)
+
+
+def _chunks(iterable, size):
+    iterator = iter(iterable)
+    position = 0
+    while True:
+        chunk = list(islice(iterator, size))
+        if not chunk:
+            return
+        yield position, chunk
+        position += len(chunk)
+
+
+def write(db, target, rows, check, on_error="raise", chunk_rows=CHUNK_ROWS):
+    """Validate ``rows`` with ``check`` and write the good ones to ``target``.
+
+    ``check(position, chunk, errors) -> (good rows, low us, high us)``.
+    ``on_error='raise'`` (default): any bad row -> ValidationError listing
+    all of them, nothing written. ``'skip'``: good rows are written and the
+    bad ones returned in ``WriteResult.rejected``.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError("on_error must be 'raise' or 'skip', got %r" % (on_error,))
+    errors, valid = [], 0
+    low, high = None, None
+    with dialect_for(db).writer(db, target) as writer:
+        for position, chunk in _chunks(rows, chunk_rows):
+            good, lo, hi = check(position, chunk, errors)
+            valid += len(good)
+            if good:
+                low = lo if low is None else min(low, lo)
+                high = hi if high is None else max(high, hi)
+            if errors and on_error == "raise":
+                continue                     # keep validating, stop writing
+            writer.add(good)
+        if errors and on_error == "raise":
+            raise ValidationError(errors)
+        months = months_between(from_micros(low), from_micros(high)) if valid else []
+        inserted = writer.finish(lambda: ensure_months(db, target.table, months))
+    return WriteResult(inserted, valid - inserted, errors)
+
+
+def metric_checker(rules, server_ids, max_micros):
+    """A ``check`` for metric rows ``(server_id, metric, value, collected_at)``."""
+    isfinite = math.isfinite
+
+    def check(position, chunk, errors):
+        good = []
+        append = good.append
+        lo, hi = None, None
+        for pos, row in enumerate(chunk, position):
+            try:
+                sid, name, value, ts = row
+                rule = rules[name]
+                us = (ts - EPOCH) // ONE_US
+                ok = (type(sid) is int and sid in server_ids
+                      and (type(value) is float or type(value) is int)
+                      and isfinite(value) and rule.low <= value <= rule.high
+                      and MIN_MICROS <= us <= max_micros)
+            except (TypeError, ValueError, KeyError):
+                ok = False
+            if ok:
+                append((sid, rule.id, value, us))
+                if lo is None or us < lo:
+                    lo = us
+                if hi is None or us > hi:
+                    hi = us
+            else:
+                errors.extend(_diagnose_metric(pos, row, rules, server_ids, max_micros))
+        return good, lo, hi
+    return check
+
+
+def _diagnose_metric(pos, row, rules, server_ids, max_micros):
+    try:
+        sid, name, value, ts = row
+    except (TypeError, ValueError):
+        return [RowError(pos, "row", "expected (server_id, metric, value, collected_at), "
+                         "got %r" % (row,), row)]
+    out = []
+    if type(sid) is not int or sid not in server_ids:
+        out.append(RowError(pos, "server_id", unknown_server(sid), row))
+    rule = rules.get(name) if isinstance(name, str) else None
+    if rule is None:
+        out.append(RowError(pos, "metric", unknown_metric(name, rules), row))
+    else:
+        problem = value_problem(value, rule)
+        if problem:
+            out.append(RowError(pos, "value", problem, row))
+    problem = time_problem(ts, max_micros)
+    if problem:
+        out.append(RowError(pos, "collected_at", problem, row))
+    return out
+
+
+def snapshot_checker(server_ids, max_micros):
+    """A ``check`` for snapshot rows (see :class:`SnapshotSample`)."""
+    percent = MetricRule(0, "percent", GAUGE, "%", 0.0, 100.0)
+    count = MetricRule(0, "connection_count", GAUGE, "count", 0.0, math.inf)
+
+    def check(position, chunk, errors):
+        good, lo, hi = [], None, None
+        for pos, row in enumerate(chunk, position):
+            if isinstance(row, dict):
+                try:
+                    row = SnapshotSample(**row)
+                except TypeError as exc:
+                    errors.append(RowError(pos, "row", str(exc), row))
+                    continue
+            try:
+                sid, ts, cpu, mem, conns, status = SnapshotSample(*row)
+            except TypeError:
+                errors.append(RowError(pos, "row", "expected (server_id, collected_at, "
+                                       "cpu_percent, memory_percent, connection_count, "
+                                       "status), got %r" % (row,), row))
+                continue
+            found = []
+            if type(sid) is not int or sid not in server_ids:
+                found.append(RowError(pos, "server_id", unknown_server(sid), row))
+            problem = time_problem(ts, max_micros)
+            if problem:
+                found.append(RowError(pos, "collected_at", problem, row))
+            for name, value, rule in (("cpu_percent", cpu, percent),
+                                      ("memory_percent", mem, percent),
+                                      ("connection_count", conns, count)):
+                problem = value is not None and value_problem(value, rule)
+                if problem:
+                    found.append(RowError(pos, name, problem, row))
+            if conns is not None and not found and conns != int(conns):
+                found.append(RowError(pos, "connection_count",
+                                      "must be a whole number, got %r" % (conns,), row))
+            problem = status_problem(status)
+            if problem:
+                found.append(RowError(pos, "status", problem, row))
+            if found:
+                errors.extend(found)
+                continue
+            us = (ts - EPOCH) // ONE_US
+            good.append((sid, None if cpu is None else float(cpu),
+                         None if mem is None else float(mem),
+                         None if conns is None else int(conns), status, us))
+            lo = us if lo is None or us < lo else lo
+            hi = us if hi is None or us > hi else hi
+        return good, lo, hi
+    return check

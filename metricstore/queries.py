@@ -1,0 +1,50 @@
+"""SQL shared by both engines, written once with ``:name`` parameters.
+
+Engine fragments ({bucket}, {seconds}, {in_servers}, grouped statistics,
+the latest-row probes) come from the dialect; :meth:`Dialect.sql` turns the
+parameters into the driver's style. Every time-range filter is half-open
+``[:start, :end)`` and hits an index on (server_id, ..., collected_at).
+"""
+
+SERIES_WHERE = ("server_id = :sid AND metric_type_id = :mid "
+                "AND collected_at >= :start AND collected_at < :end")
+
+SERIES = "SELECT collected_at, value FROM metrics WHERE %s ORDER BY collected_at" % SERIES_WHERE
+
+BUCKET_SOURCE = ("SELECT {bucket} AS g, collected_at AS t, value AS v "
+                 "FROM metrics WHERE %s" % SERIES_WHERE)
+
+TOP_SOURCE = ("SELECT server_id AS g, collected_at AS t, value AS v FROM metrics "
+              "WHERE {in_servers} AND metric_type_id = :mid "
+              "AND collected_at >= :start AND collected_at < :end")
+
+TOP = ('SELECT g, "{stat}" FROM ({grouped}) ranked WHERE "{stat}" IS NOT NULL '
+       'ORDER BY "{stat}" {direction}, g LIMIT :n')
+
+RATE = ("SELECT {bucket} AS g, "
+        "SUM(CASE WHEN v >= pv THEN v - pv ELSE v END), SUM({seconds}), COUNT(*) "
+        "FROM (SELECT collected_at AS t, value AS v, "
+        "LAG(collected_at) OVER (ORDER BY collected_at) AS pt, "
+        "LAG(value) OVER (ORDER BY collected_at) AS pv "
+        "FROM metrics WHERE %s) pairs "
+        "WHERE pt IS NOT NULL AND t - pt <= :gap GROUP BY g ORDER BY g" % SERIES_WHERE)
+
+GAPS = ("SELECT pt, t FROM (SELECT collected_at AS t, "
+        "LAG(collected_at) OVER (ORDER BY collected_at) AS pt "
+        "FROM metrics WHERE %s) pairs WHERE t - pt > :gap ORDER BY t" % SERIES_WHERE)
+
+SPAN = "SELECT MIN(collected_at), MAX(collected_at) FROM metrics WHERE %s" % SERIES_WHERE
+
+SNAPSHOTS = ("SELECT collected_at, cpu_percent, memory_percent, connection_count, status "
+             "FROM server_snapshots WHERE server_id = :sid "
+             "AND collected_at >= :start AND collected_at < :end ORDER BY collected_at")
+
+SILENT = ("SELECT s.id, s.name FROM servers s WHERE NOT EXISTS "
+          "(SELECT 1 FROM metrics m WHERE m.server_id = s.id AND m.collected_at >= :since) "
+          "AND NOT EXISTS (SELECT 1 FROM server_snapshots x "
+          "WHERE x.server_id = s.id AND x.collected_at >= :since) ORDER BY s.id")
+
+SERVER_EXISTS = "SELECT 1 FROM servers WHERE id = :sid"
+
+PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+STATS = ("avg", "min", "max", "sum", "count", "last") + tuple(PERCENTILES)

@@ -1,0 +1,370 @@
+"""MetricRepository: what the collector and the web app call.
+
+Writes are validated, atomic by default and idempotent; reads take
+half-open ``[start, end)`` ranges of aware datetimes and return aware UTC
+datetimes in ascending time. The same calls behave the same on SQLite and
+PostgreSQL; only the dialect's SQL differs.
+"""
+
+from datetime import timedelta
+from typing import NamedTuple, Optional
+
+import peewee as pw
+
+from . import queries as Q
+from .dialects import dialect_for
+from .errors import QueryError, UnknownMetricError, UnknownServerError
+from .ingest import (METRICS, SNAPSHOTS, Sample, SnapshotSample, metric_checker,
+                     snapshot_checker, write)
+from .models import COUNTER, Server
+from .timeutil import EPOCH, check_range, to_micros, to_timedelta, to_utc, utcnow
+from .validation import DEFAULT_MAX_SKEW, MetricRule, unknown_metric
+
+DEFAULT_STATS = ("avg", "min", "max", "count")
+DEFAULT_MAX_GAP = timedelta(minutes=5)
+DEFAULT_STALE_AFTER = timedelta(minutes=2)
+
+
+class Point(NamedTuple):
+    collected_at: object
+    value: float
+
+
+class Bucket(NamedTuple):
+    """A UTC-aligned bucket ``[start, end)``; ``stats`` maps stat name -> value
+    (None when the bucket holds no data). ``bucket.avg`` reads a stat."""
+    start: object
+    end: object
+    stats: dict
+
+    def __getattr__(self, name):
+        try:
+            return self.stats[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Rate(NamedTuple):
+    """Per-second rate in ``[start, end)``: ``delta / seconds`` over ``pairs``
+    consecutive samples (the pair's later sample falls in the bucket)."""
+    start: object
+    end: object
+    rate: float
+    delta: float
+    seconds: float
+    pairs: int
+
+
+class Latest(NamedTuple):
+    server_id: int
+    server_name: str
+    collected_at: object
+    value: float
+
+
+class Snapshot(NamedTuple):
+    server_id: int
+    collected_at: object
+    cpu_percent: Optional[float]
+    memory_percent: Optional[float]
+    connection_count: Optional[int]
+    status: str
+
+
+class FleetEntry(NamedTuple):
+    """A server's latest snapshot; ``stale`` when older than ``stale_after``
+    or missing (then ``collected_at`` and the values are None)."""
+    server_id: int
+    server_name: str
+    collected_at: object
+    cpu_percent: Optional[float]
+    memory_percent: Optional[float]
+    connection_count: Optional[int]
+    status: Optional[str]
+    stale: bool
+
+
+class Ranked(NamedTuple):
+    server_id: int
+    server_name: str
+    value: float
+
+
+class Gap(NamedTuple):
+    """No sample strictly between ``start`` and ``end`` (a sample or a range edge)."""
+    start: object
+    end: object
+
+
+class ServerRef(NamedTuple):
+    id: int
+    name: str
+
+
+class MetricRepository:
+    """Time-series reads and writes for one tenant database ``db``.
+
+    ``max_skew``: how far in the future a collected_at may be (default 5 min).
+    ``clock``: returns "now" (aware); used for skew and staleness.
+    """
+
+    def __init__(self, db, max_skew=DEFAULT_MAX_SKEW, clock=utcnow):
+        self.db = db
+        self.dialect = dialect_for(db)
+        self.max_skew = to_timedelta(max_skew, "max_skew")
+        self.clock = clock
+        self._rules = {}
+
+    # -- catalog ------------------------------------------------------------------
+    def metric_rules(self, refresh=False):
+        """``{name: MetricRule}`` of the tenant's metric types (cached)."""
+        if refresh or not self._rules:
+            from .models import MetricType
+            self._rules = {m.name: MetricRule.from_type(m)
+                           for m in MetricType.select().bind(self.db)}
+        return self._rules
+
+    def _rule(self, metric):
+        rule = self.metric_rules().get(metric) or self.metric_rules(refresh=True).get(metric)
+        if rule is None:
+            raise UnknownMetricError(unknown_metric(metric, self._rules))
+        return rule
+
+    def _server_ids(self):
+        return {sid for (sid,) in self.db.execute_sql("SELECT id FROM servers")}
+
+    def _check_server(self, server_id):
+        sql = self.dialect.sql(Q.SERVER_EXISTS)
+        if type(server_id) is not int or not self.db.execute_sql(
+                sql, {"sid": server_id}).fetchone():
+            raise UnknownServerError("unknown server id %r; list servers with "
+                                     "MetricRepository.servers() or register one with "
+                                     "add_server(name)" % (server_id,))
+
+    def servers(self):
+        """Registered servers as ``ServerRef(id, name)``, by id (read-only)."""
+        return [ServerRef(*r) for r in self.db.execute_sql(
+            "SELECT id, name FROM servers ORDER BY id")]
+
+    # -- writing ------------------------------------------------------------------
+    def add_server(self, name):
+        """Id of the server called ``name``, registering it if new (idempotent)."""
+        if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
+            raise QueryError("server name must be 1-200 characters, got %r" % (name,))
+        name = name.strip()
+        (Server.insert(name=name, created_at=utcnow()).on_conflict_ignore()
+         .execute(self.db))
+        return Server.select(Server.id).where(Server.name == name).bind(self.db).scalar()
+
+    def record(self, server_id, collected_at, values, on_error="raise"):
+        """Store one sample of several metrics: ``values`` maps name -> number."""
+        return self.record_many((Sample(server_id, name, value, collected_at)
+                                 for name, value in values.items()), on_error=on_error)
+
+    def record_many(self, samples, on_error="raise"):
+        """Store ``(server_id, metric, value, collected_at)`` rows from any iterable.
+
+        Streams in chunks; atomic unless ``on_error='skip'``; rows already
+        stored are counted as duplicates, never written twice. Returns a
+        :class:`~metricstore.ingest.WriteResult`. Raises ValidationError
+        listing every bad row.
+        """
+        check = metric_checker(self.metric_rules(refresh=True), self._server_ids(),
+                               self._max_micros())
+        return write(self.db, METRICS, samples, check, on_error)
+
+    def record_snapshot(self, server_id, collected_at, cpu_percent=None, memory_percent=None,
+                        connection_count=None, status="online"):
+        """Store one server snapshot (idempotent on (server_id, collected_at))."""
+        return self.record_snapshots([SnapshotSample(server_id, collected_at, cpu_percent,
+                                                     memory_percent, connection_count,
+                                                     status)])
+
+    def record_snapshots(self, snapshots, on_error="raise"):
+        """Store SnapshotSample tuples (or dicts with its fields); like record_many."""
+        check = snapshot_checker(self._server_ids(), self._max_micros())
+        return write(self.db, SNAPSHOTS, snapshots, check, on_error)
+
+    def _max_micros(self):
+        return to_micros(to_utc(self.clock(), "clock()") + self.max_skew)
+
+    # -- reading ------------------------------------------------------------------
+    def _series_params(self, server_id, metric, start, end):
+        start, end = check_range(start, end)
+        self._check_server(server_id)
+        rule = self._rule(metric)
+        t = self.dialect.time_param
+        return rule, {"sid": server_id, "mid": rule.id, "start": t(start), "end": t(end)}
+
+    def series(self, server_id, metric, start, end):
+        """Raw points ``Point(collected_at, value)`` in ``[start, end)``, ascending.
+
+        A generator that streams (a server-side cursor on PostgreSQL): memory
+        stays bounded however long the range. Read-only.
+        """
+        _, params = self._series_params(server_id, metric, start, end)
+        decode = self.dialect.time_result
+        rows = self.dialect.stream(self.db, self.dialect.sql(Q.SERIES), params)
+        return (Point(decode(t), v) for t, v in rows)
+
+    def buckets(self, server_id, metric, start, end, every, stats=DEFAULT_STATS, fill=False):
+        """Statistics per UTC-aligned bucket of width ``every`` (a timedelta).
+
+        Buckets start at multiples of ``every`` since 1970-01-01T00:00Z; each
+        covers the points of ``[start, end)`` inside it. ``stats`` from
+        avg, min, max, sum, count, last, p50, p90, p95, p99 (percentiles
+        interpolate like percentile_cont). Empty buckets are absent unless
+        ``fill=True``, then present with every stat None. Read-only.
+        """
+        stats = self._check_stats(stats)
+        every = to_timedelta(every, "every")
+        _, params = self._series_params(server_id, metric, start, end)
+        params["every"] = self.dialect.interval_param(every)
+        d = self.dialect
+        source = Q.BUCKET_SOURCE.format(bucket=d.bucket("collected_at"))
+        sql = d.sql("%s ORDER BY g" % d.grouped_stats(source, stats))
+        found = {}
+        for row in self.db.execute_sql(sql, params):
+            begin = d.time_result(row[0])
+            found[begin] = Bucket(begin, begin + every, dict(zip(stats, _numbers(row[1:]))))
+        if not fill:
+            return list(found.values())
+        start, end = check_range(start, end)
+        begin = EPOCH + (start - EPOCH) // every * every
+        out = []
+        while begin < end:
+            out.append(found.get(begin) or Bucket(begin, begin + every,
+                                                  dict.fromkeys(stats)))
+            begin += every
+        return out
+
+    def rate(self, server_id, metric, start, end, every, max_gap=DEFAULT_MAX_GAP):
+        """Per-second rate of a counter per UTC-aligned bucket of width ``every``.
+
+        Rate = sum of deltas / sum of elapsed seconds over consecutive sample
+        pairs in ``[start, end)``; a drop is a counter reset (the delta is the
+        new value); pairs further apart than ``max_gap`` are left out.
+        Raises QueryError for a gauge. Read-only.
+        """
+        every = to_timedelta(every, "every")
+        max_gap = to_timedelta(max_gap, "max_gap")
+        rule, params = self._series_params(server_id, metric, start, end)
+        if rule.kind != COUNTER:
+            raise QueryError("rate() needs a counter; %s is a %s: use buckets() for its "
+                             "level" % (rule.name, rule.kind))
+        d = self.dialect
+        params.update(every=d.interval_param(every), gap=d.interval_param(max_gap))
+        sql = d.sql(Q.RATE, bucket=d.bucket("t"), seconds=d.seconds("t", "pt"))
+        out = []
+        for g, delta, seconds, pairs in self.db.execute_sql(sql, params):
+            begin = d.time_result(g)
+            out.append(Rate(begin, begin + every, delta / seconds if seconds else None,
+                            float(delta), float(seconds), pairs))
+        return out
+
+    def latest(self, metric, server_ids=None):
+        """The latest value of ``metric`` for every server that has one (or for
+        ``server_ids``): ``Latest(server_id, server_name, collected_at, value)``,
+        by server id. One index probe per server. Read-only."""
+        rule = self._rule(metric)
+        params = {"mid": rule.id}
+        sql = self._with_filter(self.dialect.latest, server_ids, params)
+        decode = self.dialect.time_result
+        return [Latest(sid, name, decode(t), v)
+                for sid, name, t, v in self.db.execute_sql(sql, params)]
+
+    def latest_snapshots(self, stale_after=DEFAULT_STALE_AFTER, server_ids=None, now=None):
+        """Every server's latest snapshot as a :class:`FleetEntry`, marked
+        ``stale`` when older than ``stale_after`` (or absent). Read-only."""
+        stale_after = to_timedelta(stale_after, "stale_after")
+        now = to_utc(now or self.clock(), "now")
+        params = {}
+        sql = self._with_filter(self.dialect.latest_snapshots, server_ids, params)
+        out = []
+        for sid, name, t, cpu, mem, conns, status in self.db.execute_sql(sql, params):
+            t = self.dialect.time_result(t)
+            out.append(FleetEntry(sid, name, t, cpu, mem, conns, status,
+                                  t is None or now - t > stale_after))
+        return out
+
+    def _with_filter(self, template, server_ids, params):
+        if server_ids is None:
+            return self.dialect.sql(template, filter="")
+        params["ids"] = self.dialect.ids_param(server_ids)
+        return self.dialect.sql(template, filter=self.dialect.id_filter("s.id"))
+
+    def snapshots(self, server_id, start, end):
+        """A server's snapshots in ``[start, end)``, ascending. Read-only."""
+        start, end = check_range(start, end)
+        self._check_server(server_id)
+        t = self.dialect.time_param
+        rows = self.db.execute_sql(self.dialect.sql(Q.SNAPSHOTS),
+                                   {"sid": server_id, "start": t(start), "end": t(end)})
+        return [Snapshot(server_id, self.dialect.time_result(r[0]), *r[1:]) for r in rows]
+
+    def top(self, metric, start, end, n=10, stat="avg", ascending=False):
+        """The ``n`` servers ranked by ``stat`` (avg, min, max, last, p50..p99)
+        of ``metric`` over ``[start, end)``; highest first unless
+        ``ascending``; ties broken by server id. Read-only."""
+        (stat,) = self._check_stats((stat,))
+        if stat in ("count", "sum"):
+            raise QueryError("top() ranks by avg, min, max, last or a percentile, not %r"
+                             % stat)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise QueryError("n must be a positive whole number, got %r" % (n,))
+        start, end = check_range(start, end)
+        rule = self._rule(metric)
+        d = self.dialect
+        grouped = d.grouped_stats(Q.TOP_SOURCE.format(in_servers=d.in_servers), (stat,))
+        sql = d.sql(Q.TOP.format(grouped=grouped, stat=stat,
+                                 direction="ASC" if ascending else "DESC"))
+        params = {"mid": rule.id, "start": d.time_param(start), "end": d.time_param(end),
+                  "n": n}
+        names = dict(self.db.execute_sql("SELECT id, name FROM servers"))
+        return [Ranked(sid, names.get(sid), float(v))
+                for sid, v in self.db.execute_sql(sql, params)]
+
+    def gaps(self, server_id, metric, start, end, expected_every, tolerance=1.5):
+        """Intervals in ``[start, end)`` longer than ``expected_every * tolerance``
+        with no sample, as ``Gap(start, end)`` bounded by the samples (or range
+        edges) around them. Read-only."""
+        expected_every = to_timedelta(expected_every, "expected_every")
+        if not tolerance >= 1:
+            raise QueryError("tolerance must be >= 1, got %r" % (tolerance,))
+        limit = expected_every * tolerance
+        _, params = self._series_params(server_id, metric, start, end)
+        start, end = check_range(start, end)
+        d = self.dialect
+        params["gap"] = d.interval_param(limit)
+        first, last = self.db.execute_sql(d.sql(Q.SPAN), params).fetchone()
+        if first is None:
+            return [Gap(start, end)] if end - start > limit else []
+        first, last = d.time_result(first), d.time_result(last)
+        out = [Gap(start, first)] if first - start > limit else []
+        out += [Gap(d.time_result(a), d.time_result(b))
+                for a, b in self.db.execute_sql(d.sql(Q.GAPS), params)]
+        if end - last > limit:
+            out.append(Gap(last, end))
+        return out
+
+    def silent_servers(self, since):
+        """Servers with no metric and no snapshot collected at or after ``since``."""
+        since = to_utc(since, "since")
+        sql = self.dialect.sql(Q.SILENT)
+        return [ServerRef(*r) for r in self.db.execute_sql(
+            sql, {"since": self.dialect.time_param(since)})]
+
+    @staticmethod
+    def _check_stats(stats):
+        if isinstance(stats, str):
+            stats = (stats,)
+        stats = tuple(stats)
+        bad = [s for s in stats if s not in Q.STATS]
+        if bad or not stats or len(set(stats)) != len(stats):
+            raise QueryError("stats must be distinct names from %s, got %r"
+                             % (", ".join(Q.STATS), stats))
+        return stats
+
+
+def _numbers(values):
+    return [None if v is None else v if isinstance(v, int) else float(v) for v in values]

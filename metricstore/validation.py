@@ -1,0 +1,105 @@
+"""Checking rows before they are written; every problem becomes a RowError.
+
+The checks run once per row on the ingest hot path, so they are written as
+plain comparisons; the slow diagnosis (why a datetime is bad) runs only for
+rows that fail.
+"""
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .models import COUNTER, STATUSES
+from .timeutil import EPOCH, ONE_US, to_micros, utcnow
+
+DEFAULT_MAX_SKEW = timedelta(minutes=5)
+MIN_TIME = datetime(2000, 1, 1, tzinfo=EPOCH.tzinfo)
+MIN_MICROS = to_micros(MIN_TIME)
+NONNEGATIVE_UNITS = ("count", "ms", "sec", "req", "bytes", "req/s")
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One rejected row: its 0-based ``position`` in the batch, field and reason."""
+    position: int
+    field: str
+    reason: str
+    row: object = None
+
+    def __str__(self):
+        return "row %d: %s: %s" % (self.position, self.field, self.reason)
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    """What a metric's values may be: id, kind and the allowed [low, high]."""
+    id: int
+    name: str
+    kind: str
+    unit: str
+    low: float
+    high: float
+
+    @classmethod
+    def from_type(cls, metric_type):
+        unit = metric_type.unit or ""
+        low, high = -math.inf, math.inf
+        if unit == "%":
+            low, high = 0.0, 100.0
+        elif metric_type.kind == COUNTER or unit in NONNEGATIVE_UNITS:
+            low = 0.0
+        return cls(metric_type.id, metric_type.name, metric_type.kind, unit, low, high)
+
+    def describe_range(self):
+        if self.high != math.inf:
+            return "%g..%g" % (self.low, self.high)
+        return ">= %g" % self.low if self.low != -math.inf else "any finite number"
+
+
+def time_problem(value, max_micros):
+    """Why ``value`` is not an acceptable collected_at (None if it is fine)."""
+    if not isinstance(value, datetime):
+        return "must be an aware datetime, got %r" % (value,)
+    if value.tzinfo is None or value.utcoffset() is None:
+        return ("naive datetime %s; attach a zone, e.g. value.replace(tzinfo=timezone.utc)"
+                % value.isoformat())
+    micros = (value - EPOCH) // ONE_US
+    if micros < MIN_MICROS:
+        return "%s is before %s; check the collector's clock" % (
+            value.isoformat(), MIN_TIME.date())
+    if micros > max_micros:
+        return ("%s is in the future by more than the allowed skew; check the collector's "
+                "clock or raise max_skew" % value.isoformat())
+    return None
+
+
+def value_problem(value, rule):
+    """Why ``value`` is not acceptable for ``rule`` (None if it is fine)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "must be a number, got %r" % (value,)
+    if not math.isfinite(value):
+        return "must be finite, got %r" % (value,)
+    if not rule.low <= value <= rule.high:
+        return "%r is out of range for %s (%s, unit %r)" % (
+            value, rule.name, rule.describe_range(), rule.unit)
+    return None
+
+
+def max_micros_for(max_skew, now=None):
+    """Latest acceptable collected_at, in epoch microseconds."""
+    return to_micros((now or utcnow()) + max_skew)
+
+
+def unknown_metric(name, rules):
+    return "unknown metric %r; known metrics: %s" % (name, ", ".join(sorted(rules)))
+
+
+def unknown_server(server_id):
+    return ("unknown server id %r; register it first with "
+            "MetricRepository.add_server(name)" % (server_id,))
+
+
+def status_problem(status):
+    if status not in STATUSES:
+        return "unknown status %r; use one of %s" % (status, ", ".join(STATUSES))
+    return None
