@@ -90,20 +90,21 @@ def _chunks(iterable, size):
         position += len(chunk)
 
 
-def write(db, target, rows, check, on_error="raise", chunk_rows=CHUNK_ROWS):
+def write(db, target, rows, check, on_error="raise", chunk_rows=None):
     """Validate ``rows`` with ``check`` and write the good ones to ``target``.
 
     ``check(position, chunk, errors) -> (good rows, low us, high us)``.
     ``on_error='raise'`` (default): any bad row -> ValidationError listing
     all of them, nothing written. ``'skip'``: good rows are written and the
-    bad ones returned in ``WriteResult.rejected``.
+    bad ones returned in ``WriteResult.rejected``. ``chunk_rows``: rows
+    per chunk, :data:`CHUNK_ROWS` (read at call time) when None.
     """
     if on_error not in ON_ERROR:
         raise ValueError("on_error must be 'raise' or 'skip', got %r" % (on_error,))
     errors, valid = [], 0
     low, high = None, None
     with dialect_for(db).writer(db, target) as writer:
-        for position, chunk in _chunks(rows, chunk_rows):
+        for position, chunk in _chunks(rows, chunk_rows or CHUNK_ROWS):
             good, lo, hi = check(position, chunk, errors)
             valid += len(good)
             if good:

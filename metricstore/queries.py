@@ -14,6 +14,9 @@ SERIES = "SELECT collected_at, value FROM metrics WHERE %s ORDER BY collected_at
 BUCKET_SOURCE = ("SELECT {bucket} AS g, collected_at AS t, value AS v "
                  "FROM metrics WHERE %s" % SERIES_WHERE)
 
+RANGE_SOURCE = ("SELECT 0 AS g, collected_at AS t, value AS v FROM metrics WHERE %s"
+                % SERIES_WHERE)
+
 TOP_SOURCE = ("SELECT server_id AS g, collected_at AS t, value AS v FROM metrics "
               "WHERE {in_servers} AND metric_type_id = :mid "
               "AND collected_at >= :start AND collected_at < :end")
@@ -48,3 +51,8 @@ SERVER_EXISTS = "SELECT 1 FROM servers WHERE id = :sid"
 
 PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 STATS = ("avg", "min", "max", "sum", "count", "last") + tuple(PERCENTILES)
+
+# Per-server index probes on (server_id, collected_at): no full scan.
+TIME_SPAN = ("SELECT MIN((SELECT MIN(collected_at) FROM {table} WHERE server_id = s.id)), "
+             "MAX((SELECT MAX(collected_at) FROM {table} WHERE server_id = s.id)) "
+             "FROM servers s")

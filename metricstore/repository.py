@@ -6,6 +6,7 @@ datetimes in ascending time. The same calls behave the same on SQLite and
 PostgreSQL; only the dialect's SQL differs.
 """
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import NamedTuple, Optional
 
@@ -30,7 +31,8 @@ class Point(NamedTuple):
     value: float
 
 
-class Bucket(NamedTuple):
+@dataclass(frozen=True)
+class Bucket:
     """A UTC-aligned bucket ``[start, end)``; ``stats`` maps stat name -> value
     (None when the bucket holds no data). ``bucket.avg`` reads a stat."""
     start: object
@@ -39,7 +41,7 @@ class Bucket(NamedTuple):
 
     def __getattr__(self, name):
         try:
-            return self.stats[name]
+            return self.__dict__["stats"][name]
         except KeyError:
             raise AttributeError(name) from None
 
@@ -237,6 +239,15 @@ class MetricRepository:
                                                   dict.fromkeys(stats)))
             begin += every
         return out
+
+    def summary(self, server_id, metric, start, end, stats=DEFAULT_STATS):
+        """``{stat: value}`` over all points of ``[start, end)`` (values None
+        when there are none). Read-only."""
+        stats = self._check_stats(stats)
+        _, params = self._series_params(server_id, metric, start, end)
+        sql = self.dialect.sql(self.dialect.grouped_stats(Q.RANGE_SOURCE, stats))
+        row = self.db.execute_sql(sql, params).fetchone()
+        return dict(zip(stats, _numbers(row[1:]) if row else [None] * len(stats)))
 
     def rate(self, server_id, metric, start, end, every, max_gap=DEFAULT_MAX_GAP):
         """Per-second rate of a counter per UTC-aligned bucket of width ``every``.

@@ -11,7 +11,7 @@ from datetime import timedelta
 import peewee as pw
 
 from .dialects import dialect_for
-from .models import Metric, Server, ServerSnapshot
+from .models import Metric, ServerSnapshot
 
 SERIES_MODELS = (Metric, ServerSnapshot)
 BATCH_SPAN = timedelta(days=1)
@@ -20,11 +20,10 @@ BATCH_SPAN = timedelta(days=1)
 def delete_expired(db, cutoff, models=SERIES_MODELS, span=BATCH_SPAN):
     """Delete rows with ``collected_at < cutoff`` (aware UTC); return rows deleted per table."""
     dialect = dialect_for(db)
-    server_ids = [s for (s,) in Server.select(Server.id).bind(db).tuples()]
     deleted = {}
     for model in models:
         total = 0
-        for server_id in server_ids:
+        for server_id in expired_server_ids(db, model, cutoff):
             while True:
                 oldest = (model.select(pw.fn.MIN(model.collected_at))
                           .where((model.server == server_id) & (model.collected_at < cutoff))
@@ -41,3 +40,20 @@ def delete_expired(db, cutoff, models=SERIES_MODELS, span=BATCH_SPAN):
                               .execute(db))
         deleted[model._meta.table_name] = total
     return deleted
+
+
+def expired_server_ids(db, model, cutoff):
+    """Server ids holding rows of ``model`` before ``cutoff``, one index probe each.
+
+    Read from the series table itself, not from ``servers``: the hot tables have
+    no foreign key, so rows of a server removed from ``servers`` expire too.
+    """
+    ids, last = [], None
+    while True:
+        query = model.select(pw.fn.MIN(model.server)).where(model.collected_at < cutoff)
+        if last is not None:
+            query = query.where(model.server > last)
+        last = query.bind(db).scalar()
+        if last is None:
+            return ids
+        ids.append(last)

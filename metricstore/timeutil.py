@@ -95,3 +95,38 @@ def check_range(start, end):
         raise TimeError("end %s is before start %s; ranges are [start, end)"
                         % (end.isoformat(), start.isoformat()))
     return start, end
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text):
+    """'15s', '5m', '1h', '7d', '2w' (or plain seconds) -> timedelta."""
+    text = str(text).strip().lower()
+    try:
+        if text and text[-1] in _UNITS:
+            seconds = float(text[:-1]) * _UNITS[text[-1]]
+        else:
+            seconds = float(text)
+    except ValueError:
+        raise TimeError("duration %r is not understood; use e.g. 15s, 5m, 1h, 7d" % text) \
+            from None
+    return to_timedelta(seconds, "duration %r" % text)
+
+
+def parse_when(text, now=None):
+    """'now', '-24h' / '-7d' (relative to now), or ISO-8601 with an offset -> aware UTC."""
+    now = now or utcnow()
+    text = str(text).strip()
+    if text.lower() == "now":
+        return now
+    if text[:1] in "+-" and text[1:2].isdigit() and text[-1:].lower() in _UNITS:
+        delta = parse_duration(text[1:])
+        return now - delta if text[0] == "-" else now + delta
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise TimeError("time %r is not understood; use ISO-8601 with an offset "
+                        "(2026-11-26T10:00:00+00:00), 'now' or a relative time like -24h"
+                        % text) from None
+    return to_utc(value, "time %r" % text)

@@ -155,6 +155,11 @@ class Dialect:
         """``{index_name: (unique, (columns...))}`` for ``table``, keys included."""
         raise NotImplementedError
 
+    def row_count(self, db, table):
+        """``(rows, exact)``: the row count of ``table`` (an estimate where
+        counting would scan a large table)."""
+        return db.execute_sql("SELECT count(*) FROM %s" % self.quote(table)).fetchone()[0], True
+
     def table_bytes(self, db, table):
         """Bytes used by ``table`` and its indexes (all partitions)."""
         raise NotImplementedError

@@ -155,6 +155,18 @@ class PostgresDialect(Dialect):
             "WHERE x.indrelid = %s::regclass", (self.quote(table),)).fetchall()
         return {name: tuple(cols[nkeys:]) for name, nkeys, cols in rows}
 
+    def row_count(self, db, table, exact_below=1_000_000):
+        """Planner estimate (reltuples) summed over partitions; exact count
+        when the estimate is small or some partition was never analysed."""
+        (estimate, unknown) = db.execute_sql(
+            "SELECT COALESCE(SUM(GREATEST(c.reltuples, 0)), 0)::bigint, "
+            "bool_or(c.reltuples < 0 AND c.relkind = 'r') FROM pg_class c "
+            "WHERE c.oid IN (SELECT relid FROM pg_partition_tree(%s::regclass))",
+            (self.quote(table),)).fetchone()
+        if unknown or estimate < exact_below:
+            return super().row_count(db, table)
+        return int(estimate), False
+
     def table_bytes(self, db, table):
         (size,) = db.execute_sql(
             "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "

@@ -1,0 +1,532 @@
+"""The ``metricstore`` command: a thin layer over the library.
+
+Every command parses its arguments, makes one or two library calls and
+prints. The database URL comes from ``--url``, else ``DATABASE_URL``, else
+the local SQLite default. User mistakes print one ``error: ...`` line on
+stderr and exit 2; ``status`` exits 1 when the tenant needs attention.
+"""
+
+import csv
+import io
+import json
+import os
+import sys
+from array import array
+from datetime import datetime, timedelta
+
+import click
+import peewee as pw
+
+from . import demo as demo_data
+from .connection import connect, default_url
+from .errors import MetricstoreError, QueryError
+from .maintenance import maintain as run_maintenance
+from .partitioning import SERIES_TABLES, PartitionManager
+from .partitioning.plan import human_bytes
+from .provision import provision
+from .repository import MetricRepository
+from .settings import get_retention_days, set_retention_days
+from .status import status as tenant_status
+from .textplot import sparkline, table
+from .timeutil import parse_duration, parse_when, utcnow
+
+EXIT_USAGE, EXIT_ATTENTION = 2, 1
+
+url_option = click.option("--url", envvar="DATABASE_URL", default=None,
+                          help="Database URL (default: $DATABASE_URL, else "
+                               "sqlite:///metricstore.db).")
+format_option = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]),
+                             default="table", show_default=True, help="Output format.")
+
+
+def open_db(url):
+    db = connect(url or default_url())
+    db.connect()
+    return db
+
+
+def echo_err(text):
+    click.echo(text, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="metricstore")
+def cli():
+    """metricstore: the metrics data layer (SQLite or partitioned PostgreSQL).
+
+    \b
+    Example:
+      metricstore demo                     # a fleet on a local SQLite file
+      metricstore status --url postgresql://root@127.0.0.1:5432/test
+    """
+
+
+@cli.command()
+@click.argument("url_arg", metavar="[URL]", required=False)
+@url_option
+@click.option("--retention-days", type=int, default=None,
+              help="Set the retention (a new tenant gets 30).")
+def init(url_arg, url, retention_days):
+    """Provision a tenant: migrations, seeds, settings, partitions (idempotent).
+
+    \b
+    Example:
+      metricstore init sqlite:///tenant.db
+      metricstore init postgresql://root@127.0.0.1:5432/test?schema=tenant_a
+    """
+    db = open_db(url_arg or url)
+    report = provision(db, retention_days=retention_days)
+    click.echo("\n".join(report.lines()))
+
+
+@cli.command()
+@url_option
+@click.option("--servers", type=click.IntRange(1, 500), default=8, show_default=True)
+@click.option("--days", type=click.FloatRange(0.01, 45), default=3, show_default=True)
+def demo(url, servers, days):
+    """Provision, load a synthetic fleet (15 s samples), maintain, show the fleet.
+
+    \b
+    Example:
+      metricstore demo
+      metricstore demo --servers 20 --days 7 --url postgresql://root@127.0.0.1:5432/test
+    """
+    db = open_db(url)
+    provision(db)
+    repo = MetricRepository(db)
+    ids = tuple(repo.add_server("demo-sql-%02d" % (i + 1)) for i in range(servers))
+    end = utcnow().replace(microsecond=0)
+    end -= timedelta(seconds=end.second % 15)
+    fleet = demo_data.plan(repo, ids, end, days)
+    total = fleet.steps * len(ids) * demo_data.METRICS_PER_SAMPLE
+    click.echo("loading %d servers x %.3g days of 15 s samples (~%d metric rows) into %s"
+               % (servers, days, total, db.database), err=True)
+    with click.progressbar(length=total, label="loading", file=sys.stderr) as bar:
+        inserted = demo_data.load(repo, fleet, progress=bar.update)
+    result = run_maintenance(db)
+    click.echo("stored %d new rows; maintenance: %d partition(s) created, %d expired row(s) "
+               "deleted" % (inserted, len(result.created), sum(result.deleted.values())),
+               err=True)
+    click.echo(fleet_view(repo, fleet, end))
+
+
+def fleet_view(repo, fleet, now):
+    """The demo's report: fleet status, top CPU, one server's day, its I/O rates."""
+    out = []
+    entries = repo.latest_snapshots(stale_after=timedelta(minutes=2), now=now)
+    out.append("Fleet at %s (latest snapshot; STALE = nothing for 2 min)"
+               % now.strftime("%Y-%m-%d %H:%M:%SZ"))
+    out.append(table(["server", "status", "cpu %", "mem %", "conns", "last seen"],
+                     [(e.server_name, "STALE" if e.stale else e.status, e.cpu_percent,
+                       e.memory_percent, e.connection_count,
+                       _ago(now, e.collected_at)) for e in entries]))
+    day = now - timedelta(hours=24)
+    top = repo.top("cpu_percent", day, now, n=5, stat="p95")
+    out.append("\nTop servers by CPU p95, last 24 h")
+    out.append(table(["server", "cpu p95 %"], [(r.server_name, r.value) for r in top]))
+    sid = fleet.server_ids[0]
+    name = next(e.server_name for e in entries if e.server_id == sid)
+    buckets = repo.buckets(sid, "cpu_percent", day, now, timedelta(hours=1), fill=True)
+    day_stats = repo.summary(sid, "cpu_percent", day, now, stats=("min", "avg", "p95", "max"))
+    out.append("\n%s CPU, last 24 h (1-hour buckets)" % name)
+    out.append("  %s" % sparkline([b.avg for b in buckets]))
+    out.append("  " + "  ".join("%s %s" % (k, "-" if v is None else "%.1f" % v)
+                                for k, v in day_stats.items()))
+    out.append("\n%s I/O rates, last 24 h (per second, 1-hour buckets)" % name)
+    for metric in ("disk_io_reads", "disk_io_writes", "batch_requests_sec"):
+        rates = repo.rate(sid, metric, day, now, timedelta(hours=1))
+        values = [r.rate for r in rates]
+        if values:
+            out.append("  %-19s %s  avg %.1f/s" % (metric, sparkline(values),
+                                                   sum(values) / len(values)))
+    silent = repo.silent_servers(now - timedelta(minutes=30))
+    if silent:
+        out.append("\nSilent for 30 min: %s" % ", ".join(s.name for s in silent))
+    return "\n".join(out)
+
+
+def _ago(now, then):
+    if then is None:
+        return "never"
+    seconds = int((now - then).total_seconds())
+    return "%ds ago" % seconds if seconds < 120 else "%dm ago" % (seconds // 60)
+
+
+@cli.command()
+@url_option
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--now", "now_text", default=None, help="Pretend it is this time (testing).")
+def maintain(url, dry_run, now_text):
+    """Create partitions ahead, empty the default partition, enforce retention.
+
+    Safe to run from cron, a systemd timer or pg_cron, from several hosts at once.
+
+    \b
+    Example:
+      metricstore maintain --dry-run
+      metricstore maintain --url postgresql://root@127.0.0.1:5432/test
+    """
+    db = open_db(url)
+    now = parse_when(now_text) if now_text else None
+    click.echo(str(run_maintenance(db, dry_run=dry_run, now=now)))
+
+
+@cli.command()
+@url_option
+def partitions(url):
+    """List each partition with its UTC bounds, row estimate and size (read-only).
+
+    \b
+    Example:
+      metricstore partitions --url postgresql://root@127.0.0.1:5432/test
+    """
+    db = open_db(url)
+    manager = PartitionManager(db)
+    if not manager.dialect.partitioned:
+        click.echo("%s is not partitioned (SQLite): retention deletes rows in batches"
+                   % db.database)
+        return
+    rows = []
+    for name in SERIES_TABLES:
+        for p in manager.live(name):
+            rows.append((name, p.name, "DEFAULT" if p.is_default else p.start,
+                         "" if p.is_default else p.end,
+                         manager.default_rows(name) if p.is_default else p.rows_estimate,
+                         human_bytes(p.bytes), "yes" if p.owned else "NO"))
+    click.echo(table(["table", "partition", "from", "to", "rows", "size", "managed"], rows))
+
+
+@cli.command()
+@url_option
+@click.option("--max-age", default="2d", show_default=True,
+              help="Maintenance older than this is overdue.")
+def status(url, max_age):
+    """Schema, rows, time span, retention, last maintenance; exit 1 if it needs care.
+
+    \b
+    Example:
+      metricstore status || alert "metricstore needs maintenance"
+    """
+    db = open_db(url)
+    s = tenant_status(db, max_maintenance_age=parse_duration(max_age))
+    click.echo("engine: %s  database: %s" % (s.engine, db.database))
+    click.echo("schema: %s%s" % (", ".join(s.applied) or "not provisioned",
+                                 "  (pending: %s)" % ", ".join(s.pending) if s.pending else ""))
+    click.echo("retention: %d days" % s.retention_days)
+    for name, (count, exact) in s.rows.items():
+        first, last = s.span[name]
+        click.echo("%s: %s%d rows, %s .. %s" % (name, "" if exact else "~", count,
+                                                 _when(first), _when(last)))
+    run = s.last_run
+    click.echo("last maintenance: %s" % (
+        "never" if run is None else "%s (created %d, dropped %d, deleted %d rows)%s" % (
+            _when(run.started_at), run.created, run.dropped, run.deleted,
+            " FAILED: " + run.error if run.error else "")))
+    for name, rows in s.default_rows.items():
+        click.echo("%s default partition: %d rows" % (name, rows))
+    for problem in s.problems:
+        click.echo("attention: " + problem)
+    if not s.ok:
+        raise SystemExit(EXIT_ATTENTION)
+
+
+def _when(dt):
+    return "-" if dt is None else dt.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@cli.group()
+def settings():
+    """Read or change tenant settings.
+
+    \b
+    Example:
+      metricstore settings get retention-days
+      metricstore settings set retention-days 7
+    """
+
+
+@settings.command("get")
+@click.argument("name", type=click.Choice(["retention-days"]))
+@url_option
+def settings_get(name, url):
+    """Print a setting (read-only). Example: metricstore settings get retention-days"""
+    click.echo(get_retention_days(open_db(url)))
+
+
+@settings.command("set")
+@click.argument("name", type=click.Choice(["retention-days"]))
+@click.argument("value", type=int)
+@url_option
+def settings_set(name, value, url):
+    """Change a setting; retention applies at the next maintenance.
+
+    Example: metricstore settings set retention-days 7
+    """
+    db = open_db(url)
+    set_retention_days(db, value)
+    click.echo("retention-days = %d (applies at the next `metricstore maintain`)" % value)
+
+
+@cli.command()
+@click.argument("file", type=click.File("r"))
+@url_option
+@click.option("--format", "fmt", type=click.Choice(["auto", "csv", "jsonl"]), default="auto",
+              show_default=True, help="Input format (auto: by file name, else CSV).")
+@click.option("--skip-invalid", is_flag=True,
+              help="Store the valid rows and report the rest (default: all or nothing).")
+def ingest(file, url, fmt, skip_invalid):
+    """Load samples from CSV or JSON Lines (- for stdin), streamed.
+
+    Rows: server_id, metric, value, collected_at (ISO-8601 with an offset).
+
+    \b
+    Example:
+      metricstore ingest samples.csv
+      collector --dump | metricstore ingest --format jsonl -
+    """
+    if fmt == "auto":
+        fmt = "jsonl" if file.name.endswith((".jsonl", ".ndjson", ".json")) else "csv"
+    repo = MetricRepository(open_db(url))
+    lines = array("L")
+    size = os.fstat(file.fileno()).st_size if file.name != "<stdin>" else 0
+    rows = (_csv_rows if fmt == "csv" else _jsonl_rows)(file, lines)
+    with click.progressbar(length=max(size, 1), label="ingesting", file=sys.stderr) as bar:
+        def tracked():
+            for row in rows:
+                yield row
+                if size and len(lines) % 10_000 == 0:
+                    bar.update(file.tell() - bar.pos if hasattr(file, "tell") else 0)
+        try:
+            result = repo.record_many(tracked(), on_error="skip" if skip_invalid else "raise")
+        except MetricstoreError as exc:
+            errors = getattr(exc, "errors", None)
+            if errors is None:
+                raise
+            _report_rejected(errors, lines)
+            raise MetricstoreError("%d invalid row(s); nothing was written (fix them, or "
+                                   "pass --skip-invalid to store the valid rows)"
+                                   % len(errors)) from None
+        bar.update(size)
+    _report_rejected(result.rejected, lines)
+    click.echo("inserted %d, duplicates %d, rejected %d" % (
+        result.inserted, result.duplicates, len(result.rejected)))
+
+
+def _report_rejected(errors, lines):
+    for e in errors:
+        echo_err("line %d: %s: %s" % (lines[e.position], e.field, e.reason))
+
+
+def _number(text, kind):
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _time(text):
+    if isinstance(text, str):
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    return text
+
+
+def _csv_rows(file, lines):
+    reader = csv.DictReader(file)
+    for record in reader:
+        lines.append(reader.line_num)
+        yield (_number(record.get("server_id"), int), record.get("metric"),
+               _number(record.get("value"), float), _time(record.get("collected_at")))
+
+
+def _jsonl_rows(file, lines):
+    for number, text in enumerate(file, 1):
+        if not text.strip():
+            continue
+        lines.append(number)
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            yield ("invalid JSON: %s" % exc,)    # fails validation with its line number
+            continue
+        if isinstance(record, dict):
+            record = [record.get(k) for k in ("server_id", "metric", "value", "collected_at")]
+        if isinstance(record, list) and len(record) == 4:
+            record[3] = _time(record[3])
+        yield tuple(record) if isinstance(record, list) else record
+
+
+@cli.group()
+def query():
+    """Read series, buckets, rates, latest values and rankings.
+
+    \b
+    Example:
+      metricstore query buckets demo-sql-01 cpu_percent --start -24h --every 1h
+    """
+
+
+def _server(repo, ref):
+    """A server id from an id or a name."""
+    for s in repo.servers():
+        if str(s.id) == ref or s.name == ref:
+            return s.id
+    raise QueryError("unknown server %r; known: %s" % (
+        ref, ", ".join(s.name for s in repo.servers()) or "none (run `metricstore demo`)"))
+
+
+range_options = [
+    click.option("--start", default="-24h", show_default=True,
+                 help="ISO-8601 with offset, 'now' or relative (-24h)."),
+    click.option("--end", default="now", show_default=True),
+]
+
+
+def with_range(f):
+    for option in reversed(range_options):
+        f = option(f)
+    return f
+
+
+def emit(headers, rows, fmt, spark=None):
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(headers, [_plain(v) for v in r])) for r in rows],
+                              indent=1))
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(headers)
+        writer.writerows([[_plain(v) for v in r] for r in rows])
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        click.echo(table(headers, rows))
+        if spark is not None:
+            click.echo(sparkline(spark))
+
+
+def _plain(value):
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+@query.command("series")
+@click.argument("server")
+@click.argument("metric")
+@with_range
+@url_option
+@format_option
+def query_series(server, metric, start, end, url, fmt):
+    """Raw points of one server's metric.
+
+    Example: metricstore query series demo-sql-01 cpu_percent --start -1h
+    """
+    repo = MetricRepository(open_db(url))
+    points = list(repo.series(_server(repo, server), metric, parse_when(start),
+                              parse_when(end)))
+    emit(["collected_at", "value"], points, fmt, [p.value for p in points])
+
+
+@query.command("buckets")
+@click.argument("server")
+@click.argument("metric")
+@with_range
+@click.option("--every", default="1h", show_default=True, help="Bucket width (15s, 5m, 1h, 1d).")
+@click.option("--stats", default="avg,min,max,count", show_default=True,
+              help="Comma-separated: avg,min,max,sum,count,last,p50,p90,p95,p99.")
+@click.option("--fill", is_flag=True, help="Show empty buckets too.")
+@url_option
+@format_option
+def query_buckets(server, metric, start, end, every, stats, fill, url, fmt):
+    """Statistics per UTC-aligned bucket.
+
+    Example: metricstore query buckets demo-sql-01 cpu_percent --every 1h --stats avg,p95
+    """
+    repo = MetricRepository(open_db(url))
+    names = tuple(s.strip() for s in stats.split(",") if s.strip())
+    buckets = repo.buckets(_server(repo, server), metric, parse_when(start), parse_when(end),
+                           parse_duration(every), stats=names, fill=fill)
+    emit(["start"] + list(names), [(b.start, *b.stats.values()) for b in buckets], fmt,
+         [b.stats[names[0]] for b in buckets])
+
+
+@query.command("rate")
+@click.argument("server")
+@click.argument("metric")
+@with_range
+@click.option("--every", default="1h", show_default=True, help="Bucket width.")
+@click.option("--max-gap", default="5m", show_default=True,
+              help="Leave out sample pairs further apart.")
+@url_option
+@format_option
+def query_rate(server, metric, start, end, every, max_gap, url, fmt):
+    """Per-second rate of a counter per bucket (resets handled).
+
+    Example: metricstore query rate demo-sql-01 disk_io_reads --every 1h
+    """
+    repo = MetricRepository(open_db(url))
+    rates = repo.rate(_server(repo, server), metric, parse_when(start), parse_when(end),
+                      parse_duration(every), max_gap=parse_duration(max_gap))
+    emit(["start", "rate_per_s", "pairs"], [(r.start, r.rate, r.pairs) for r in rates], fmt,
+         [r.rate for r in rates])
+
+
+@query.command("latest")
+@click.argument("metric")
+@url_option
+@format_option
+def query_latest(metric, url, fmt):
+    """The latest value of a metric for every server.
+
+    Example: metricstore query latest cpu_percent --format json
+    """
+    repo = MetricRepository(open_db(url))
+    emit(["server", "collected_at", "value"],
+         [(r.server_name, r.collected_at, r.value) for r in repo.latest(metric)], fmt)
+
+
+@query.command("top")
+@click.argument("metric")
+@with_range
+@click.option("-n", default=10, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--stat", default="avg", show_default=True,
+              type=click.Choice(["avg", "min", "max", "last", "p50", "p90", "p95", "p99"]))
+@click.option("--ascending", is_flag=True, help="Lowest first.")
+@url_option
+@format_option
+def query_top(metric, start, end, n, stat, ascending, url, fmt):
+    """The servers ranked by a statistic of a metric.
+
+    Example: metricstore query top cpu_percent --stat p95 -n 5 --start -24h
+    """
+    repo = MetricRepository(open_db(url))
+    ranked = repo.top(metric, parse_when(start), parse_when(end), n=n, stat=stat,
+                      ascending=ascending)
+    emit(["server", stat], [(r.server_name, r.value) for r in ranked], fmt)
+
+
+def main(argv=None):
+    """Run the command line; return the exit code."""
+    try:
+        cli.main(args=argv, prog_name="metricstore", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        echo_err("error: aborted")
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        echo_err("error: %s" % exc.format_message())
+        return EXIT_USAGE
+    except MetricstoreError as exc:
+        echo_err("error: %s" % str(exc).splitlines()[0])
+        return EXIT_USAGE
+    except pw.OperationalError as exc:
+        echo_err("error: database: %s" % str(exc).strip().splitlines()[0])
+        return EXIT_USAGE
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    return 0
+
+
+def entry_point():
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""A tenant's health at a glance (read-only): what `metricstore status` prints."""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from . import queries as Q
+from .dialects import dialect_for
+from .maintenance import last_run
+from .partitioning import SERIES_TABLES, PartitionManager
+from .schema import applied, pending
+from .settings import get_retention_days
+from .timeutil import to_utc, utcnow
+
+DEFAULT_MAX_MAINTENANCE_AGE = timedelta(days=2)
+
+
+@dataclass
+class Status:
+    engine: str
+    applied: list
+    pending: list
+    retention_days: int
+    rows: dict = field(default_factory=dict)          # table -> (count, exact)
+    span: dict = field(default_factory=dict)          # table -> (first, last)
+    default_rows: dict = field(default_factory=dict)
+    last_run: object = None
+    problems: list = field(default_factory=list)
+
+    @property
+    def ok(self):
+        return not self.problems
+
+
+def status(db, now=None, max_maintenance_age=DEFAULT_MAX_MAINTENANCE_AGE):
+    """Schema version, row counts, time span, retention, last maintenance run
+    and rows in default partitions; ``problems`` lists what needs attention
+    (pending migrations, overdue maintenance, rows in a default partition)."""
+    now = to_utc(now or utcnow(), "now")
+    dialect = dialect_for(db)
+    result = Status(dialect.name, applied(db), pending(db), get_retention_days(db))
+    for table in SERIES_TABLES:
+        result.rows[table] = dialect.row_count(db, table)
+        first, last = db.execute_sql(Q.TIME_SPAN.format(table=table)).fetchone()
+        result.span[table] = (dialect.time_result(first), dialect.time_result(last))
+    manager = PartitionManager(db)
+    if dialect.partitioned:
+        result.default_rows = {t: manager.default_rows(t) for t in SERIES_TABLES}
+    result.last_run = last_run(db)
+    if result.pending:
+        result.problems.append("pending migrations: %s (run `metricstore init`)"
+                               % ", ".join(result.pending))
+    if result.last_run is None:
+        result.problems.append("maintenance has never run (run `metricstore maintain`)")
+    elif result.last_run.error:
+        result.problems.append("the last maintenance run failed: %s" % result.last_run.error)
+    elif now - result.last_run.started_at > max_maintenance_age:
+        result.problems.append("maintenance is overdue: last run %s ago (run `metricstore "
+                               "maintain` daily)" % (now - result.last_run.started_at))
+    for table, rows in result.default_rows.items():
+        if rows:
+            result.problems.append("%d row(s) wait in %s's default partition (run "
+                                   "`metricstore maintain`)" % (rows, table))
+    return result
