@@ -1,5 +1,7 @@
 """Tenant settings: one row in ``tenant_settings``."""
 
+import peewee as pw
+
 from .errors import ConfigurationError, SchemaError
 from .models import RETENTION_DAYS_DEFAULT, RETENTION_DAYS_RANGE, TenantSettings
 from .timeutil import utcnow
@@ -32,7 +34,10 @@ def ensure_settings(db, retention_days=None):
 
 def get_settings(db):
     """The settings row (read-only)."""
-    row = TenantSettings.select().where(TenantSettings.id == 1).bind(db).first()
+    try:
+        row = TenantSettings.select().where(TenantSettings.id == 1).bind(db).first()
+    except (pw.OperationalError, pw.ProgrammingError):   # no such table
+        row = None
     if row is None:
         raise SchemaError("tenant settings are missing: the database is not provisioned; "
                           "run metricstore.provision(db) or `metricstore init`")
