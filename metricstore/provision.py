@@ -7,7 +7,7 @@ from .dialects import dialect_for
 from .partitioning import ensure_partitions_ahead
 from .schema import migrate
 from .seed import seed_metric_types
-from .settings import ensure_settings
+from .settings import check_retention_days, ensure_settings
 
 
 @dataclass
@@ -37,12 +37,13 @@ def provision(db, retention_days=None, now=None):
     Safe to run from several processes at once (an advisory lock on
     PostgreSQL, BEGIN IMMEDIATE on SQLite). Returns a :class:`ProvisionReport`.
     """
+    if retention_days is not None:
+        check_retention_days(retention_days)
     dialect = dialect_for(db)
     report = ProvisionReport(engine=dialect.name)
     with db.connection_context() if db.is_closed() else nullcontext():
         with dialect.write_transaction(db):
             with dialect.lock(db, "provision"):
-                dialect.prepare(db)
                 report.migrations_applied = migrate(db)
                 report.metric_types_written = seed_metric_types(db)
                 report.retention_days = ensure_settings(db, retention_days).retention_days

@@ -1,14 +1,20 @@
 """Applying the migration history (peewee-migrate) to a tenant database."""
 
 import logging
+import threading
 from importlib import resources
 
 from peewee_migrate import Router
 
 from . import migrations as _migrations_package  # noqa: F401 - shipped with the package
+from .dialects import dialect_for
 
 MIGRATIONS_PACKAGE = "metricstore.migrations"
 HISTORY_TABLE = "migratehistory"
+# peewee-migrate points its one MigrateHistory model at the database of the
+# router in use: serialise routers so that threads serving different tenants
+# never record history in each other's database.
+_ROUTER_LOCK = threading.RLock()
 
 
 def migrations_dir():
@@ -25,9 +31,12 @@ def _router(db):
 def migrate(db):
     """Apply pending migrations in order, each in a transaction; return their names.
 
-    A no-op (returns []) when the schema is current.
+    Creates the tenant's PostgreSQL schema first if the URL names one. A
+    no-op (returns []) when the schema is current.
     """
-    return _router(db).run()
+    dialect_for(db).prepare(db)
+    with _ROUTER_LOCK:
+        return _router(db).run()
 
 
 def applied(db):
@@ -36,7 +45,8 @@ def applied(db):
     # tenant whose schema does not exist yet: an unprovisioned tenant has none.
     if not db.table_exists(HISTORY_TABLE):
         return []
-    return _router(db).done
+    with _ROUTER_LOCK:
+        return _router(db).done
 
 
 def pending(db):
