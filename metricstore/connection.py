@@ -37,10 +37,10 @@ class PostgresTenantDatabase(pw.PostgresqlDatabase):
         super().__init__(database, **kwargs)
 
     def _initialize_connection(self, conn):
-        # libpq's PGTZ overrides "-c TimeZone=UTC" in the startup options, so
-        # pin the zone again once connected (autocommit: lasts the session).
+        # libpq's PGTZ / PGDATESTYLE override the startup options, so pin
+        # the zone and the date style again once connected (lasts the session).
         with conn.cursor() as cursor:
-            cursor.execute("SET TIME ZONE 'UTC'")
+            cursor.execute("SET TIME ZONE 'UTC'; SET DateStyle TO ISO")
 
 
 def default_url():
@@ -114,7 +114,7 @@ def _postgres(url, parsed):
     if options:
         raise ConfigurationError("database URL %r has unknown option(s) %s; the only "
                                  "one is ?schema=name" % (_redact(url), sorted(options)))
-    pg_options = "-c TimeZone=UTC"
+    pg_options = "-c TimeZone=UTC -c DateStyle=ISO"
     if schema is not None:
         check_identifier(schema, "schema")
         pg_options += " -c search_path=%s" % schema

@@ -281,6 +281,21 @@ def test_postgresql_time_zone_stays_utc_after_reconnecting(raw_db, monkeypatch):
 
 
 @pytest.mark.postgres
+def test_postgresql_date_style_is_iso_whatever_the_environment_says(db, monkeypatch):
+    # Partition bounds and timestamps are parsed from ISO text; PGDATESTYLE
+    # (or ALTER ROLE ... SET DateStyle) must not change what the session prints.
+    monkeypatch.setenv("PGDATESTYLE", "SQL, DMY")
+    db.close()
+    db.connect()
+    assert db.execute_sql("SHOW DateStyle").fetchone()[0].startswith("ISO")
+    from metricstore.dialects import dialect_for
+    from metricstore.partitioning import live_partitions
+    bounds = [p.start for p in live_partitions(db, dialect_for(db), "metrics")
+              if not p.is_default]
+    assert bounds and all(b.day == 1 and b.hour == 0 for b in bounds)
+
+
+@pytest.mark.postgres
 def test_postgresql_schema_url_puts_the_tenant_schema_first_on_the_search_path(raw_db):
     schema = raw_db.schema
     assert schema and schema.startswith("mst_")
