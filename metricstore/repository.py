@@ -232,6 +232,8 @@ class MetricRepository:
         if not fill:
             return list(found.values())
         start, end = check_range(start, end)
+        if start == end:                 # an empty range meets no bucket
+            return []
         begin = EPOCH + (start - EPOCH) // every * every
         out = []
         while begin < end:
