@@ -57,4 +57,5 @@ class DatabaseError(MetricstoreError):
 
 
 class QueryError(MetricstoreError, ValueError):
-    """A query's arguments do not make sense (unknown stat, gauge rate, ...)."""
+    """A call's arguments do not make sense (unknown stat, rate of a gauge,
+    empty server name, unknown on_error mode, ...)."""

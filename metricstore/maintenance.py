@@ -7,6 +7,7 @@ from .dialects import dialect_for
 from .models import MaintenanceRun
 from .partitioning import PartitionManager, Result
 from .retention import delete_expired
+from .timeutil import utcnow
 
 
 def maintain(db, dry_run=False, now=None, strategy=None):
@@ -18,8 +19,8 @@ def maintain(db, dry_run=False, now=None, strategy=None):
     is recorded in ``maintenance_runs``, failures included. Safe to run from
     several processes at once.
     """
-    clock = (lambda: now) if now is not None else None
-    manager = PartitionManager(db, strategy=strategy, **({"clock": clock} if clock else {}))
+    manager = PartitionManager(db, strategy=strategy,
+                               clock=utcnow if now is None else (lambda: now))
     plan = manager.plan()
     result = Result(plan=plan, dry_run=dry_run)
     if dry_run:
@@ -43,7 +44,6 @@ def maintain(db, dry_run=False, now=None, strategy=None):
 
 
 def _finish(db, dialect, result, error=None):
-    from .timeutil import utcnow
     detail = json.dumps({"created": result.created, "dropped": result.dropped,
                          "deleted": result.deleted,
                          "default_rows_after": result.default_rows_after})

@@ -113,7 +113,10 @@ class MetricRepository:
     def __init__(self, db, max_skew=DEFAULT_MAX_SKEW, clock=utcnow):
         self.db = db
         self.dialect = dialect_for(db)
-        self.max_skew = to_timedelta(max_skew, "max_skew")
+        if not isinstance(max_skew, timedelta) or max_skew < timedelta(0):
+            raise QueryError("max_skew must be a timedelta >= 0 (how far in the future a "
+                             "collected_at may be), got %r" % (max_skew,))
+        self.max_skew = max_skew
         self.clock = clock
         self._rules = {}
 

@@ -30,7 +30,7 @@ def delete_expired(db, cutoff, models=SERIES_MODELS, span=BATCH_SPAN):
                           .bind(db).scalar())
                 if oldest is None:
                     break
-                oldest = dialect.time_result(oldest) if not hasattr(oldest, "tzinfo") else oldest
+                oldest = model.collected_at.python_value(oldest)
                 upper = min(oldest + span, cutoff)
                 with dialect.write_transaction(db):
                     total += (model.delete()

@@ -352,9 +352,20 @@ def test_an_iterable_that_fails_midway_writes_nothing(db, repo):
 
 def test_on_error_takes_raise_or_skip(db, repo):
     sid = repo.add_server("a")
-    with pytest.raises(ValueError, match="on_error"):
+    with pytest.raises(metricstore.QueryError, match="on_error"):
         repo.record_many([(sid, "cpu_percent", 1.0, at(0))], on_error="ignore")
     assert count(db) == 0
+
+
+def test_a_zero_skew_accepts_now_and_refuses_any_future_instant(db):
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+    repo = MetricRepository(db, max_skew=timedelta(0), clock=lambda: now)
+    sid = repo.add_server("a")
+    assert repo.record_many([(sid, "cpu_percent", 1.0, now)]).inserted == 1
+    with pytest.raises(metricstore.ValidationError, match="future"):
+        repo.record_many([(sid, "cpu_percent", 1.0, now + timedelta(microseconds=1))])
+    with pytest.raises(metricstore.QueryError, match="max_skew"):
+        MetricRepository(db, max_skew=timedelta(seconds=-1))
 
 
 # -- each validation rule, with its message --------------------------------------------
