@@ -390,6 +390,14 @@ def with_range(f):
     return f
 
 
+def one_series(f):
+    """SERVER METRIC, the time range, --url and --format."""
+    for decorator in reversed([click.argument("server"), click.argument("metric"),
+                               *range_options, url_option, format_option]):
+        f = decorator(f)
+    return f
+
+
 def emit(headers, rows, fmt, spark=None):
     if fmt == "json":
         click.echo(json.dumps([dict(zip(headers, [_plain(v) for v in r])) for r in rows],
@@ -411,11 +419,7 @@ def _plain(value):
 
 
 @query.command("series")
-@click.argument("server")
-@click.argument("metric")
-@with_range
-@url_option
-@format_option
+@one_series
 def query_series(server, metric, start, end, url, fmt):
     """Raw points of one server's metric.
 
@@ -428,15 +432,11 @@ def query_series(server, metric, start, end, url, fmt):
 
 
 @query.command("buckets")
-@click.argument("server")
-@click.argument("metric")
-@with_range
+@one_series
 @click.option("--every", default="1h", show_default=True, help="Bucket width (15s, 5m, 1h, 1d).")
 @click.option("--stats", default="avg,min,max,count", show_default=True,
               help="Comma-separated: avg,min,max,sum,count,last,p50,p90,p95,p99.")
 @click.option("--fill", is_flag=True, help="Show empty buckets too.")
-@url_option
-@format_option
 def query_buckets(server, metric, start, end, every, stats, fill, url, fmt):
     """Statistics per UTC-aligned bucket.
 
@@ -451,14 +451,10 @@ def query_buckets(server, metric, start, end, every, stats, fill, url, fmt):
 
 
 @query.command("rate")
-@click.argument("server")
-@click.argument("metric")
-@with_range
+@one_series
 @click.option("--every", default="1h", show_default=True, help="Bucket width.")
 @click.option("--max-gap", default="5m", show_default=True,
               help="Leave out sample pairs further apart.")
-@url_option
-@format_option
 def query_rate(server, metric, start, end, every, max_gap, url, fmt):
     """Per-second rate of a counter per bucket (resets handled).
 
