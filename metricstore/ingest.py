@@ -60,9 +60,9 @@ class Target:
 
     ``key``: the columns that, with the time, make the primary key. Writers
     insert a batch in key order (stable: of rows repeating a key, the first
-    still wins): each series' rows then land together, which keeps B-tree
-    inserts local (SQLite: 3x faster at 500 servers) and lets PostgreSQL
-    pack its index pages (primary key ~40 instead of ~70 bytes per row).
+    still wins), so each series' rows reach the B-trees back to back: inserts
+    stay local (SQLite at 500 servers: ~3x the rows/s) and PostgreSQL leaves
+    fuller index pages after a large batch (see bench/RESULTS-repository.md).
     """
     table: str
     columns: tuple

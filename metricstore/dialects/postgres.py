@@ -78,20 +78,30 @@ class PostgresDialect(Dialect):
 
     def stream(self, db, sql, params, itersize=5000):
         """A server-side cursor (DECLARE/FETCH) in a transaction: memory stays
-        bounded however many rows the query returns."""
+        bounded however many rows the query returns.
+
+        Few round trips: DECLARE travels with the first FETCH, a short batch
+        ends the scan (no empty FETCH), and when this transaction is the
+        outermost its COMMIT/ROLLBACK closes the cursor (no CLOSE); inside a
+        caller's transaction the cursor is CLOSEd as before.
+        """
         name = "metricstore_stream_%d" % next(self._cursor_ids)
+        fetch = "FETCH FORWARD %d FROM %s" % (itersize, name)
+        outermost = not db.in_transaction()
         with db.atomic():
             cursor = db.cursor()
-            cursor.execute("DECLARE %s NO SCROLL CURSOR FOR %s" % (name, sql), params)
+            cursor.execute("DECLARE %s NO SCROLL CURSOR FOR %s; %s" % (name, sql, fetch),
+                           params)
             try:
                 while True:
-                    cursor.execute("FETCH FORWARD %d FROM %s" % (itersize, name))
                     rows = cursor.fetchall()
-                    if not rows:
-                        return
                     yield from rows
+                    if len(rows) < itersize:
+                        return
+                    cursor.execute(fetch)
             finally:
-                cursor.execute("CLOSE %s" % name)
+                if not outermost:
+                    cursor.execute("CLOSE %s" % name)
 
     def prepare(self, db):
         if self.schema:
@@ -112,8 +122,11 @@ class PostgresDialect(Dialect):
     def time_param(self, dt):
         return dt
 
-    def time_result(self, value):
-        return None if value is None else value.astimezone(UTC)
+    def time_result(self, value, _utc=UTC):
+        # psycopg2 already returns timezone.utc in a UTC session; skip the call then.
+        if value is None or value.tzinfo is _utc:
+            return value
+        return value.astimezone(_utc)
 
     def lock_key(self, name):
         return "metricstore:%s:%s" % (self.schema or "public", name)
@@ -184,15 +197,21 @@ class PostgresWriter:
     """See :meth:`PostgresDialect.writer`. Rows: value columns then epoch us."""
 
     STAGE = "CREATE TEMP TABLE IF NOT EXISTS {stage} ({columns}, micros bigint)"
+    # In key order (ctid last: of staged rows repeating a key the first still
+    # wins): a series' rows go in back to back instead of one row per series
+    # per timestamp, which leaves fuller primary-key pages after a large batch
+    # (measured 41 vs 71 bytes/row for 1 M rows into a new partition) and
+    # costs no measurable time (see bench/RESULTS-repository.md).
     INSERT = ("INSERT INTO {table} ({names}, collected_at) "
               "SELECT {names}, timestamptz '1970-01-01 00:00:00+00' + micros * interval '1 microsecond' "
-              "FROM {stage} ON CONFLICT DO NOTHING")
+              "FROM {stage} ORDER BY {order} ON CONFLICT DO NOTHING")
 
     def __init__(self, db, dialect, target):
         self.db, self.target = db, target
         q = dialect.quote
         self.stage = q("metricstore_stage_" + target.table)
         self.names = dialect.cols(target.columns)
+        self.order = ", ".join([q(c) for c in target.key] + ["micros", "ctid"])
         self.columns = ", ".join("%s %s" % (q(c), t)
                                  for c, t in zip(target.columns, target.staging_types))
         line = target.copy_line
@@ -213,7 +232,7 @@ class PostgresWriter:
         ensure_partitions()
         with self.db.atomic():
             self.cursor.execute(self.INSERT.format(table=self.target.table, names=self.names,
-                                                   stage=self.stage))
+                                                   stage=self.stage, order=self.order))
             inserted = self.cursor.rowcount
         self.cursor.execute("TRUNCATE %s" % self.stage)
         return inserted
