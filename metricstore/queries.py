@@ -9,7 +9,12 @@ parameters into the driver's style. Every time-range filter is half-open
 SERIES_WHERE = ("server_id = :sid AND metric_type_id = :mid "
                 "AND collected_at >= :start AND collected_at < :end")
 
-SERIES = "SELECT collected_at, value FROM metrics WHERE %s ORDER BY collected_at" % SERIES_WHERE
+# series() pages by key: the first page from :start, each next one after the
+# last time read. One round trip for a day of 15 s points, no transaction or
+# snapshot held while the caller iterates, memory bounded by :limit rows.
+SERIES = ("SELECT collected_at, value FROM metrics WHERE %s ORDER BY collected_at LIMIT :limit"
+          % SERIES_WHERE)
+SERIES_AFTER = SERIES.replace("collected_at >= :start", "collected_at > :after")
 
 BUCKET_SOURCE = ("SELECT {bucket} AS g, collected_at AS t, value AS v "
                  "FROM metrics WHERE %s" % SERIES_WHERE)

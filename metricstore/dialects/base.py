@@ -99,6 +99,10 @@ class Dialect:
         """A time column's value as read -> aware UTC datetime."""
         raise NotImplementedError
 
+    def time_results(self, values):
+        """An iterator decoding a sequence of time column values (no NULLs)."""
+        return map(self.time_result, values)
+
     # -- transactions and locks -------------------------------------------------
     def write_transaction(self, db):
         """A transaction that takes the write lock up front."""
@@ -142,10 +146,6 @@ class Dialect:
     def grouped_stats(self, source, stats):
         """``SELECT g, <stat>...`` over ``source`` rows (g, t, v) grouped by g."""
         raise NotImplementedError
-
-    def stream(self, db, sql, params):
-        """Iterate a query's rows without holding the result in memory."""
-        return iter(db.execute_sql(sql, params))
 
     # -- introspection -----------------------------------------------------------
     def table_columns(self, db, table):

@@ -6,7 +6,6 @@ and bucket queries are index-only scans.
 """
 
 import io
-import itertools
 from contextlib import contextmanager
 
 import re
@@ -47,7 +46,6 @@ class PostgresDialect(Dialect):
     def __init__(self, schema=None):
         self.schema = schema
         self._sql_cache = {}
-        self._cursor_ids = itertools.count(1)
 
     def sql(self, template, **fragments):
         key = (template, tuple(sorted(fragments.items())))
@@ -76,33 +74,6 @@ class PostgresDialect(Dialect):
         cols = ", ".join('%s AS "%s"' % (AGGREGATES[s], s) for s in stats)
         return "SELECT g, %s FROM (%s) src GROUP BY g" % (cols, source)
 
-    def stream(self, db, sql, params, itersize=5000):
-        """A server-side cursor (DECLARE/FETCH) in a transaction: memory stays
-        bounded however many rows the query returns.
-
-        Few round trips: DECLARE travels with the first FETCH, a short batch
-        ends the scan (no empty FETCH), and when this transaction is the
-        outermost its COMMIT/ROLLBACK closes the cursor (no CLOSE); inside a
-        caller's transaction the cursor is CLOSEd as before.
-        """
-        name = "metricstore_stream_%d" % next(self._cursor_ids)
-        fetch = "FETCH FORWARD %d FROM %s" % (itersize, name)
-        outermost = not db.in_transaction()
-        with db.atomic():
-            cursor = db.cursor()
-            cursor.execute("DECLARE %s NO SCROLL CURSOR FOR %s; %s" % (name, sql, fetch),
-                           params)
-            try:
-                while True:
-                    rows = cursor.fetchall()
-                    yield from rows
-                    if len(rows) < itersize:
-                        return
-                    cursor.execute(fetch)
-            finally:
-                if not outermost:
-                    cursor.execute("CLOSE %s" % name)
-
     def prepare(self, db):
         if self.schema:
             db.execute_sql("CREATE SCHEMA IF NOT EXISTS %s" % self.quote(self.schema))
@@ -127,6 +98,13 @@ class PostgresDialect(Dialect):
         if value is None or value.tzinfo is _utc:
             return value
         return value.astimezone(_utc)
+
+    def time_results(self, values):
+        # One result set is decoded in one session time zone: if the first
+        # value is already UTC (the pinned session zone), all of them are.
+        if values and values[0].tzinfo is UTC:
+            return values
+        return map(self.time_result, values)
 
     def lock_key(self, name):
         return "metricstore:%s:%s" % (self.schema or "public", name)
