@@ -1,6 +1,6 @@
 """SQL shared by both engines, written once with ``:name`` parameters.
 
-Engine fragments ({bucket}, {seconds}, {in_servers}, grouped statistics,
+Engine fragments ({bucket}, {seconds}, grouped statistics,
 the latest-row probes) come from the dialect; :meth:`Dialect.sql` turns the
 parameters into the driver's style. Every time-range filter is half-open
 ``[:start, :end)`` and hits an index on (server_id, ..., collected_at).
@@ -22,12 +22,19 @@ BUCKET_SOURCE = ("SELECT {bucket} AS g, collected_at AS t, value AS v "
 RANGE_SOURCE = ("SELECT 0 AS g, collected_at AS t, value AS v FROM metrics WHERE %s"
                 % SERIES_WHERE)
 
+# top(), grouped: one index range scan per registered server, then GROUP BY.
 TOP_SOURCE = ("SELECT server_id AS g, collected_at AS t, value AS v FROM metrics "
-              "WHERE {in_servers} AND metric_type_id = :mid "
+              "WHERE server_id IN (SELECT id FROM servers) AND metric_type_id = :mid "
               "AND collected_at >= :start AND collected_at < :end")
-
 TOP = ('SELECT g, "{stat}" FROM ({grouped}) ranked WHERE "{stat}" IS NOT NULL '
        'ORDER BY "{stat}" {direction}, g LIMIT :n')
+
+# top(), per server: the aggregate of each server's range in a LATERAL subquery.
+TOP_PER_SERVER = (
+    "SELECT s.id, a.stat FROM servers s CROSS JOIN LATERAL (SELECT {aggregate} AS stat "
+    "FROM (SELECT collected_at AS t, value AS v FROM metrics WHERE server_id = s.id "
+    "AND metric_type_id = :mid AND collected_at >= :start AND collected_at < :end) src) a "
+    "WHERE a.stat IS NOT NULL ORDER BY a.stat {direction}, s.id LIMIT :n")
 
 RATE = ("SELECT {bucket} AS g, "
         "SUM(CASE WHEN v >= pv THEN v - pv ELSE v END), SUM({seconds}), COUNT(*) "

@@ -358,9 +358,7 @@ class MetricRepository:
         start, end = check_range(start, end)
         rule = self._rule(metric)
         d = self.dialect
-        grouped = d.grouped_stats(Q.TOP_SOURCE.format(in_servers=d.in_servers), (stat,))
-        sql = d.sql(Q.TOP.format(grouped=grouped, stat=stat,
-                                 direction="ASC" if ascending else "DESC"))
+        sql = d.top(stat, "ASC" if ascending else "DESC")
         params = {"mid": rule.id, "start": d.time_param(start), "end": d.time_param(end),
                   "n": n}
         names = dict(self.db.execute_sql("SELECT id, name FROM servers"))

@@ -3,6 +3,8 @@
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .. import queries as Q
+
 
 @dataclass(frozen=True)
 class Column:
@@ -116,7 +118,6 @@ class Dialect:
     # -- queries ----------------------------------------------------------------
     # Shared templates (metricstore.queries) use :name parameters and these
     # fragments; sql() turns them into the driver's parameter style.
-    in_servers = None          # "server_id is a registered server", index-friendly
     latest = None              # latest metric row per server: :mid, {filter}
     latest_snapshots = None    # latest snapshot per server (LEFT JOIN): {filter}
 
@@ -142,6 +143,11 @@ class Dialect:
 
     def ids_param(self, ids):
         raise NotImplementedError
+
+    def top(self, stat, direction):
+        """SQL ranking servers by ``stat`` over :mid, [:start, :end), LIMIT :n."""
+        grouped = self.grouped_stats(Q.TOP_SOURCE, (stat,))
+        return self.sql(Q.TOP.format(grouped=grouped, stat=stat, direction=direction))
 
     def grouped_stats(self, source, stats):
         """``SELECT g, <stat>...`` over ``source`` rows (g, t, v) grouped by g."""

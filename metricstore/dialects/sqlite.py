@@ -51,7 +51,6 @@ class SqliteDialect(Dialect):
         # EPOCH + timedelta(0, 0, us) for each value, iterated in C.
         return map(add, repeat(EPOCH), map(timedelta, repeat(0), repeat(0), values))
 
-    in_servers = "server_id IN (SELECT id FROM servers)"
     # One index probe per server: MAX() on the key prefix, then the row.
     latest = ("SELECT s.id, s.name, m.collected_at, m.value FROM servers s "
               "JOIN metrics m ON m.server_id = s.id AND m.metric_type_id = :mid "
