@@ -60,13 +60,18 @@ TABLES = (
 )
 
 
+# Statements run directly (not queued with migrator.sql): the same code then
+# works with peewee-migrate 1.x (Python 3.10) and 2.x, whose queued
+# operations differ; replays in fake mode are no-ops (execute_sql is mocked).
+
+
 def migrate(migrator, database, *, fake=False):
     dialect = dialect_for(database)
     for table in TABLES:
         for statement in dialect.create_table_sql(table):
-            migrator.sql(statement)
+            database.execute_sql(statement)
 
 
 def rollback(migrator, database, *, fake=False):
     for table in reversed(TABLES):
-        migrator.sql("DROP TABLE IF EXISTS %s" % dialect_for(database).quote(table.name))
+        database.execute_sql("DROP TABLE IF EXISTS %s" % dialect_for(database).quote(table.name))
