@@ -17,12 +17,13 @@ from typing import NamedTuple, Optional
 from .dialects import dialect_for
 from .errors import QueryError, ValidationError
 from .partitioning import ensure_months
-from .timeutil import EPOCH, ONE_US, from_micros, months_between
+from .timeutil import EPOCH, ONE_US, from_micros, month_start
 from .models import GAUGE
-from .validation import (MIN_MICROS, MetricRule, RowError, status_problem, time_problem, unknown_metric,
-                         unknown_server, value_problem)
+from .validation import (MetricRule, RowError, server_id_of, status_problem, time_problem,
+                         unknown_metric, unknown_server, value_problem)
 
 CHUNK_ROWS = 50_000
+DAY_US = 86_400_000_000
 ON_ERROR = ("raise", "skip")
 
 
@@ -107,47 +108,51 @@ def _chunks(iterable, size):
 def write(db, target, rows, check, on_error="raise", chunk_rows=None):
     """Validate ``rows`` with ``check`` and write the good ones to ``target``.
 
-    ``check(position, chunk, errors) -> (good rows, low us, high us)``.
+    ``check(position, chunk, errors) -> (good rows, set of UTC day numbers)``.
     ``on_error='raise'`` (default): any bad row -> ValidationError listing
     all of them, nothing written. ``'skip'``: good rows are written and the
     bad ones returned in ``WriteResult.rejected``. ``chunk_rows``: rows
-    per chunk, :data:`CHUNK_ROWS` (read at call time) when None.
+    per chunk, :data:`CHUNK_ROWS` (read at call time) when None. On SQLite
+    the write lock is held while the iterable is read: pass a list, not a
+    slow pipe, when other writers share the file.
     """
     if on_error not in ON_ERROR:
         raise QueryError("on_error must be 'raise' (all or nothing) or 'skip' (store the "
                          "valid rows), got %r" % (on_error,))
-    errors, valid = [], 0
-    low, high = None, None
+    errors, valid, days = [], 0, set()
     with dialect_for(db).writer(db, target) as writer:
         for position, chunk in _chunks(rows, chunk_rows or CHUNK_ROWS):
-            good, lo, hi = check(position, chunk, errors)
+            good, chunk_days = check(position, chunk, errors)
             valid += len(good)
-            if good:
-                low = lo if low is None else min(low, lo)
-                high = hi if high is None else max(high, hi)
+            days |= chunk_days
             if errors and on_error == "raise":
                 continue                     # keep validating, stop writing
             writer.add(good)
         if errors and on_error == "raise":
             raise ValidationError(errors)
-        months = months_between(from_micros(low), from_micros(high)) if valid else []
+        # Only the months that hold rows get a partition, however far apart.
+        months = sorted({month_start(from_micros(d * DAY_US)) for d in days})
         inserted = writer.finish(lambda: ensure_months(db, target.table, months))
     return WriteResult(inserted, valid - inserted, errors)
 
 
-def metric_checker(rules, server_ids, max_micros):
-    """A ``check`` for metric rows ``(server_id, metric, value, collected_at)``."""
+def metric_checker(rules, server_ids, bounds):
+    """A ``check`` for metric rows ``(server_id, metric, value, collected_at)``.
+
+    The hot loop is plain comparisons on exact types; any row it does not
+    accept goes through :func:`check_metric_row`, which either normalises it
+    (numpy numbers, integer subclasses) or explains every problem.
+    """
     isfinite = math.isfinite
-    # The hot loop reads plain tuples and locals, not rule attributes and
-    # module globals: (id, low, high) per metric name.
+    # Plain tuples and locals in the hot loop: (id, low, high) per metric name.
     limits = {name: (rule.id, rule.low, rule.high) for name, rule in rules.items()}
-    epoch, one_us, min_micros = EPOCH, ONE_US, MIN_MICROS
+    epoch, one_us, day_us = EPOCH, ONE_US, DAY_US
+    min_micros, max_micros = bounds.low, bounds.high
     int_, float_ = int, float
 
     def check(position, chunk, errors):
-        good = []
+        good, days = [], set()
         append = good.append
-        lo, hi = max_micros + 1, min_micros - 1      # sentinels: any valid time beats them
         last_ts = last_us = None
         for pos, row in enumerate(chunk, position):
             try:
@@ -157,6 +162,7 @@ def metric_checker(rules, server_ids, max_micros):
                 if ts is not last_ts:
                     us = (ts - epoch) // one_us
                     last_ts, last_us = ts, us
+                    days.add(us // day_us)
                 else:
                     us = last_us
                 ok = (type(sid) is int_ and sid in server_ids
@@ -167,26 +173,27 @@ def metric_checker(rules, server_ids, max_micros):
                 ok = False
             if ok:
                 append((sid, mid, value, us))
-                if us < lo:
-                    lo = us
-                if us > hi:
-                    hi = us
+                continue
+            fixed, problems = check_metric_row(pos, row, rules, server_ids, bounds)
+            if problems:
+                errors.extend(problems)
             else:
-                errors.extend(_diagnose_metric(pos, row, rules, server_ids, max_micros))
-        if not good:
-            return good, None, None
-        return good, lo, hi
+                append(fixed)
+                days.add(fixed[3] // day_us)
+        return good, days
     return check
 
 
-def _diagnose_metric(pos, row, rules, server_ids, max_micros):
+def check_metric_row(pos, row, rules, server_ids, bounds):
+    """``(normalised row, [])`` if ``row`` is acceptable, else ``(None, [RowError...])``."""
     try:
         sid, name, value, ts = row
     except (TypeError, ValueError):
-        return [RowError(pos, "row", "expected (server_id, metric, value, collected_at), "
-                         "got %r" % (row,), row)]
+        return None, [RowError(pos, "row", "expected (server_id, metric, value, collected_at), "
+                               "got %r" % (row,), row)]
     out = []
-    if type(sid) is not int or sid not in server_ids:
+    server_id = server_id_of(sid)
+    if server_id is None or server_id not in server_ids:
         out.append(RowError(pos, "server_id", unknown_server(sid), row))
     rule = rules.get(name) if isinstance(name, str) else None
     if rule is None:
@@ -195,19 +202,21 @@ def _diagnose_metric(pos, row, rules, server_ids, max_micros):
         problem = value_problem(value, rule)
         if problem:
             out.append(RowError(pos, "value", problem, row))
-    problem = time_problem(ts, max_micros)
+    problem = time_problem(ts, bounds)
     if problem:
         out.append(RowError(pos, "collected_at", problem, row))
-    return out
+    if out:
+        return None, out
+    return (server_id, rule.id, float(value), (ts - EPOCH) // ONE_US), []
 
 
-def snapshot_checker(server_ids, max_micros):
+def snapshot_checker(server_ids, bounds):
     """A ``check`` for snapshot rows (see :class:`SnapshotSample`)."""
     percent = MetricRule(0, "percent", GAUGE, "%", 0.0, 100.0)
     count = MetricRule(0, "connection_count", GAUGE, "count", 0.0, math.inf)
 
     def check(position, chunk, errors):
-        good, lo, hi = [], None, None
+        good, days = [], set()
         for pos, row in enumerate(chunk, position):
             if isinstance(row, dict):
                 try:
@@ -223,9 +232,10 @@ def snapshot_checker(server_ids, max_micros):
                                        "status), got %r" % (row,), row))
                 continue
             found = []
-            if type(sid) is not int or sid not in server_ids:
+            server_id = server_id_of(sid)
+            if server_id is None or server_id not in server_ids:
                 found.append(RowError(pos, "server_id", unknown_server(sid), row))
-            problem = time_problem(ts, max_micros)
+            problem = time_problem(ts, bounds)
             if problem:
                 found.append(RowError(pos, "collected_at", problem, row))
             for name, value, rule in (("cpu_percent", cpu, percent),
@@ -244,10 +254,9 @@ def snapshot_checker(server_ids, max_micros):
                 errors.extend(found)
                 continue
             us = (ts - EPOCH) // ONE_US
-            good.append((sid, None if cpu is None else float(cpu),
+            good.append((server_id, None if cpu is None else float(cpu),
                          None if mem is None else float(mem),
                          None if conns is None else int(conns), status, us))
-            lo = us if lo is None or us < lo else lo
-            hi = us if hi is None or us > hi else hi
-        return good, lo, hi
+            days.add(us // DAY_US)
+        return good, days
     return check

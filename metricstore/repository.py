@@ -11,16 +11,15 @@ from itertools import repeat
 from datetime import timedelta
 from typing import NamedTuple, Optional
 
-import peewee as pw
-
 from . import queries as Q
 from .dialects import dialect_for
 from .errors import QueryError, UnknownMetricError, UnknownServerError
 from .ingest import (METRICS, SNAPSHOTS, Sample, SnapshotSample, metric_checker,
                      snapshot_checker, write)
 from .models import COUNTER, Server
-from .timeutil import EPOCH, check_range, to_micros, to_timedelta, to_utc, utcnow
-from .validation import DEFAULT_MAX_SKEW, MetricRule, unknown_metric
+from .timeutil import EPOCH, check_range, to_timedelta, to_utc, utcnow
+from .settings import get_retention_days
+from .validation import DEFAULT_MAX_SKEW, MetricRule, TimeBounds, server_id_of, unknown_metric
 
 DEFAULT_STATS = ("avg", "min", "max", "count")
 DEFAULT_MAX_GAP = timedelta(minutes=5)
@@ -142,11 +141,14 @@ class MetricRepository:
         return {sid for (sid,) in self.db.execute_sql("SELECT id FROM servers")}
 
     def _check_server(self, server_id):
-        if server_id in self._known_servers and type(server_id) is int:
-            return
+        """The server id as a plain int, if that server is registered."""
+        sid = server_id_of(server_id)
+        if sid in self._known_servers:
+            return sid
         sql = self.dialect.sql(Q.SERVER_EXISTS)
-        if type(server_id) is int and self.db.execute_sql(sql, {"sid": server_id}).fetchone():
-            self._known_servers.add(server_id)
+        if sid is not None and self.db.execute_sql(sql, {"sid": sid}).fetchone():
+            self._known_servers.add(sid)
+            return sid
         else:
             raise UnknownServerError("unknown server id %r; list servers with "
                                      "MetricRepository.servers() or register one with "
@@ -181,7 +183,7 @@ class MetricRepository:
         listing every bad row.
         """
         check = metric_checker(self.metric_rules(refresh=True), self._server_ids(),
-                               self._max_micros())
+                               self._time_bounds())
         return write(self.db, METRICS, samples, check, on_error)
 
     def record_snapshot(self, server_id, collected_at, cpu_percent=None, memory_percent=None,
@@ -193,19 +195,22 @@ class MetricRepository:
 
     def record_snapshots(self, snapshots, on_error="raise"):
         """Store SnapshotSample tuples (or dicts with its fields); like record_many."""
-        check = snapshot_checker(self._server_ids(), self._max_micros())
+        check = snapshot_checker(self._server_ids(), self._time_bounds())
         return write(self.db, SNAPSHOTS, snapshots, check, on_error)
 
-    def _max_micros(self):
-        return to_micros(to_utc(self.clock(), "clock()") + self.max_skew)
+    def _time_bounds(self):
+        """From the retention cutoff (rows older would be deleted by the next
+        maintenance) to now + max_skew."""
+        return TimeBounds.at(to_utc(self.clock(), "clock()"), self.max_skew,
+                             get_retention_days(self.db))
 
     # -- reading ------------------------------------------------------------------
     def _series_params(self, server_id, metric, start, end):
         start, end = check_range(start, end)
-        self._check_server(server_id)
+        sid = self._check_server(server_id)
         rule = self._rule(metric)
         t = self.dialect.time_param
-        return rule, {"sid": server_id, "mid": rule.id, "start": t(start), "end": t(end)}
+        return rule, {"sid": sid, "mid": rule.id, "start": t(start), "end": t(end)}
 
     def series(self, server_id, metric, start, end):
         """Raw points ``Point(collected_at, value)`` in ``[start, end)``, ascending.
@@ -339,11 +344,11 @@ class MetricRepository:
     def snapshots(self, server_id, start, end):
         """A server's snapshots in ``[start, end)``, ascending. Read-only."""
         start, end = check_range(start, end)
-        self._check_server(server_id)
+        sid = self._check_server(server_id)
         t = self.dialect.time_param
         rows = self.db.execute_sql(self.dialect.sql(Q.SNAPSHOTS),
-                                   {"sid": server_id, "start": t(start), "end": t(end)})
-        return [Snapshot(server_id, self.dialect.time_result(r[0]), *r[1:]) for r in rows]
+                                   {"sid": sid, "start": t(start), "end": t(end)})
+        return [Snapshot(sid, self.dialect.time_result(r[0]), *r[1:]) for r in rows]
 
     def top(self, metric, start, end, n=10, stat="avg", ascending=False):
         """The ``n`` servers ranked by ``stat`` (avg, min, max, last, p50..p99)

@@ -6,11 +6,12 @@ rows that fail.
 """
 
 import math
+import operator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .models import COUNTER, STATUSES
-from .timeutil import EPOCH, ONE_US, to_micros, utcnow
+from .timeutil import EPOCH, ONE_US, to_micros
 
 DEFAULT_MAX_SKEW = timedelta(minutes=5)
 MIN_TIME = datetime(2000, 1, 1, tzinfo=EPOCH.tzinfo)
@@ -56,7 +57,23 @@ class MetricRule:
         return ">= %g" % self.low if self.low != -math.inf else "any finite number"
 
 
-def time_problem(value, max_micros):
+@dataclass(frozen=True)
+class TimeBounds:
+    """The collected_at values a write accepts, in epoch microseconds:
+    ``[low, high]``; ``low`` is the retention cutoff when one is given."""
+    low: int
+    high: int
+    retention_days: int = None
+
+    @classmethod
+    def at(cls, now, max_skew, retention_days=None):
+        low = MIN_MICROS
+        if retention_days:
+            low = max(low, to_micros(now - timedelta(days=retention_days)))
+        return cls(low, to_micros(now + max_skew), retention_days)
+
+
+def time_problem(value, bounds):
     """Why ``value`` is not an acceptable collected_at (None if it is fine)."""
     if not isinstance(value, datetime):
         return "must be an aware datetime, got %r" % (value,)
@@ -67,10 +84,24 @@ def time_problem(value, max_micros):
     if micros < MIN_MICROS:
         return "%s is before %s; check the collector's clock" % (
             value.isoformat(), MIN_TIME.date())
-    if micros > max_micros:
+    if micros < bounds.low:
+        return ("%s is older than the tenant's retention (%d days): maintenance would delete "
+                "it; raise retention-days to keep older data" % (
+                    value.isoformat(), bounds.retention_days))
+    if micros > bounds.high:
         return ("%s is in the future by more than the allowed skew; check the collector's "
                 "clock or raise max_skew" % value.isoformat())
     return None
+
+
+def server_id_of(value):
+    """``value`` as a plain int id (numpy and other integer types too), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def value_problem(value, rule):
@@ -83,11 +114,6 @@ def value_problem(value, rule):
         return "%r is out of range for %s (%s, unit %r)" % (
             value, rule.name, rule.describe_range(), rule.unit)
     return None
-
-
-def max_micros_for(max_skew, now=None):
-    """Latest acceptable collected_at, in epoch microseconds."""
-    return to_micros((now or utcnow()) + max_skew)
 
 
 def unknown_metric(name, rules):

@@ -79,6 +79,9 @@ def at(seconds):
 
 @pytest.fixture
 def repo(db):
+    # The fixed dates of these tests (2025) must be inside the retention window:
+    # writes older than the cutoff are refused (see test_ingest's retention test).
+    metricstore.set_retention_days(db, 3660)
     return MetricRepository(db)
 
 
@@ -682,3 +685,59 @@ def test_rows_for_a_month_without_partition_never_land_in_the_default(db, repo):
             "SELECT DISTINCT tableoid::regclass::text FROM %s" % table).fetchall()}
         assert len(holders) == 1 and holders <= partitions(db, table) - before[table]
     assert count(db) == 50
+
+
+# -- review findings: nothing silently dropped, partitions only where rows are ----------
+class Float(float):
+    """Like numpy.float64: a float subclass."""
+
+
+class Int(int):
+    """Like numpy.int64 or an IntEnum: an int subclass."""
+
+
+def test_number_subclasses_are_stored_not_silently_dropped(db, repo):
+    sid = repo.add_server("a")
+    rows = [(sid, "cpu_percent", Float(12.5), at(0)), (Int(sid), "cpu_percent", Int(7), at(1)),
+            (sid, "cpu_percent", 3.0, at(2))]
+    result = repo.record_many(rows)
+    assert (result.inserted, result.duplicates, result.rejected) == (3, 0, [])
+    assert sorted(stored_metrics(db, sid).values()) == [3.0, 7.0, 12.5]
+
+
+def test_every_row_is_either_written_or_rejected(db, repo):
+    sid = repo.add_server("a")
+    rows = [(sid, "cpu_percent", Float("nan"), at(0)), (sid, "cpu_percent", Float(1.0), at(1)),
+            (Int(sid + 99), "cpu_percent", 1.0, at(2)), (sid, "cpu_percent", 2.0, at(3))]
+    result = repo.record_many(rows, on_error="skip")
+    assert result.inserted + result.duplicates + len({e.position for e in result.rejected}) \
+        == len(rows)
+    assert {e.position for e in result.rejected} == {0, 2}
+
+
+def test_rows_older_than_the_retention_are_refused_naming_the_setting(db):
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+    repo = MetricRepository(db, clock=lambda: now)
+    sid = repo.add_server("a")
+    metricstore.set_retention_days(db, 7)
+    with pytest.raises(metricstore.ValidationError) as caught:
+        repo.record_many([(sid, "cpu_percent", 1.0, now - timedelta(days=8))])
+    assert "retention (7 days)" in str(caught.value) and "retention-days" in str(caught.value)
+    assert repo.record_many([(sid, "cpu_percent", 1.0, now - timedelta(days=6))]).inserted == 1
+
+
+@pytest.mark.postgres
+def test_far_apart_rows_create_partitions_only_for_their_own_months(db):
+    now = datetime.now(timezone.utc)
+    repo = MetricRepository(db)
+    metricstore.set_retention_days(db, 3660)
+    sid = repo.add_server("a")
+    before = {r[0] for r in db.execute_sql(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'metrics'::regclass")}
+    old = datetime(2018, 5, 17, 3, 0, tzinfo=timezone.utc)
+    repo.record_many([(sid, "cpu_percent", 1.0, old), (sid, "cpu_percent", 2.0, now)])
+    after = {r[0] for r in db.execute_sql(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'metrics'::regclass")}
+    assert after - before == {"metrics_p2018_05"}

@@ -77,6 +77,9 @@ def is_utc(t):
 
 @pytest.fixture
 def repo(db):
+    # The fixed dates of these tests (2025) must be inside the retention window:
+    # writes older than the cutoff are refused (see test_ingest's retention test).
+    metricstore.set_retention_days(db, 3660)
     return MetricRepository(db)
 
 
@@ -435,6 +438,7 @@ def test_latest_is_the_newest_point_of_every_server_with_data(repo):
 
 
 def test_latest_over_a_growing_fleet_matches_a_python_computation(db):
+    metricstore.set_retention_days(db, 3660)        # the fixed 2025 dates stay writable
     repo = MetricRepository(db)
     fleet = {}                          # server id -> (name, {t: v}) across examples
 
