@@ -82,7 +82,8 @@ def init(url_arg, url, retention_days):
 @cli.command()
 @url_option
 @click.option("--servers", type=click.IntRange(1, 500), default=8, show_default=True)
-@click.option("--days", type=click.FloatRange(0.01, 45), default=3, show_default=True)
+@click.option("--days", type=click.FloatRange(0.01, 30), default=3, show_default=True,
+              help="Days of history (at most the default retention, 30).")
 def demo(url, servers, days):
     """Provision, load a synthetic fleet (15 s samples), maintain, show the fleet.
 
@@ -102,10 +103,11 @@ def demo(url, servers, days):
     click.echo("loading %d servers x %.3g days of 15 s samples (~%d metric rows) into %s"
                % (servers, days, total, db.database), err=True)
     with click.progressbar(length=total, label="loading", file=sys.stderr) as bar:
-        inserted = demo_data.load(repo, fleet, progress=bar.update)
+        metrics, snapshots = demo_data.load(repo, fleet, progress=bar.update)
     result = run_maintenance(db)
-    click.echo("stored %d new rows; maintenance: %d partition(s) created, %d expired row(s) "
-               "deleted" % (inserted, len(result.created), sum(result.deleted.values())),
+    click.echo("stored %d new metric rows and %d snapshots; maintenance: %d partition(s) "
+               "created, %d expired row(s) deleted" % (
+                   metrics, snapshots, len(result.created), sum(result.deleted.values())),
                err=True)
     click.echo(fleet_view(repo, fleet, end))
 
@@ -287,15 +289,22 @@ def ingest(file, url, fmt, skip_invalid):
     if fmt == "auto":
         fmt = "jsonl" if file.name.endswith((".jsonl", ".ndjson", ".json")) else "csv"
     repo = MetricRepository(open_db(url))
-    lines = array("L")
+    lines = array("L")                     # line number of each row, for error reports
     size = os.fstat(file.fileno()).st_size if file.name != "<stdin>" else 0
-    rows = (_csv_rows if fmt == "csv" else _jsonl_rows)(file, lines)
+    consumed = [0]
+
+    def counted(stream):                   # characters read so far, for the progress bar
+        for text in stream:
+            consumed[0] += len(text)
+            yield text
+
+    rows = (_csv_rows if fmt == "csv" else _jsonl_rows)(counted(file), lines)
     with click.progressbar(length=max(size, 1), label="ingesting", file=sys.stderr) as bar:
         def tracked():
-            for row in rows:
+            for n, row in enumerate(rows, 1):
                 yield row
-                if size and len(lines) % 10_000 == 0:
-                    bar.update(file.tell() - bar.pos if hasattr(file, "tell") else 0)
+                if n % 10_000 == 0:
+                    bar.update(consumed[0] - bar.pos)
         try:
             result = repo.record_many(tracked(), on_error="skip" if skip_invalid else "raise")
         except MetricstoreError as exc:
@@ -516,8 +525,11 @@ def main(argv=None):
     except MetricstoreError as exc:
         echo_err("error: %s" % str(exc).splitlines()[0])
         return EXIT_USAGE
-    except pw.OperationalError as exc:
-        echo_err("error: database: %s" % str(exc).strip().splitlines()[0])
+    except pw.DatabaseError as exc:
+        message = str(exc).strip().splitlines()[0]
+        if "does not exist" in message or "no such table" in message:
+            message += " (is the tenant provisioned? run `metricstore init`)"
+        echo_err("error: database: %s" % message)
         return EXIT_USAGE
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0

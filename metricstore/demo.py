@@ -119,22 +119,25 @@ def plan(repo, server_ids, end, days):
 
 
 def load(repo, fleet, progress=None):
-    """Write the fleet's samples and snapshots through ``repo``; return rows inserted.
+    """Write the fleet's samples and snapshots through ``repo``; return how many
+    metric rows and snapshots were new.
 
     ``progress(n)`` is called with the number of metric rows written so far.
     """
-    inserted = 0
+    metrics = snapshots_new = 0
     batch, snaps = [], []
     for samples, snapshots in fleet.generate():
         batch.extend(samples)
         snaps.extend(snapshots)
         if len(batch) >= 50_000:
-            inserted += repo.record_many(batch).inserted + repo.record_snapshots(snaps).inserted
+            metrics += repo.record_many(batch).inserted
+            snapshots_new += repo.record_snapshots(snaps).inserted
             if progress:
                 progress(len(batch))
             batch, snaps = [], []
     if batch:
-        inserted += repo.record_many(batch).inserted + repo.record_snapshots(snaps).inserted
+        metrics += repo.record_many(batch).inserted
+        snapshots_new += repo.record_snapshots(snaps).inserted
         if progress:
             progress(len(batch))
-    return inserted
+    return metrics, snapshots_new

@@ -5,7 +5,7 @@ import json
 
 from .dialects import dialect_for
 from .models import MaintenanceRun
-from .partitioning import PartitionManager, Result
+from .partitioning import PartitionManager, Result, forget_months
 from .retention import delete_expired
 from .timeutil import utcnow
 
@@ -27,12 +27,12 @@ def maintain(db, dry_run=False, now=None, strategy=None):
         result.default_rows_after = dict(plan.default_rows)
         return result
     dialect = dialect_for(db)
-    with dialect.write_transaction(db):
-        run = MaintenanceRun.insert(started_at=plan.now, dry_run=False).execute(db)
+    with dialect.write_transaction(db):   # the wall clock, even when ``now`` is pretended
+        run = MaintenanceRun.insert(started_at=utcnow(), dry_run=False).execute(db)
     result.run_id = run
     try:
         result.created, result.moved, result.dropped = manager.apply(plan)
-        db.__dict__.pop("_metricstore_months", None)   # dropped months are gone now
+        forget_months(db)                  # dropped months are gone now
         result.deleted = delete_expired(db, plan.cutoff)
         result.default_rows_after = {t: manager.default_rows(t) for t in manager.tables} \
             if dialect.partitioned else {}
@@ -44,7 +44,7 @@ def maintain(db, dry_run=False, now=None, strategy=None):
 
 
 def _finish(db, dialect, result, error=None):
-    detail = json.dumps({"created": result.created, "dropped": result.dropped,
+    detail = json.dumps({"planned_at": result.plan.now.isoformat(), "created": result.created, "dropped": result.dropped,
                          "deleted": result.deleted,
                          "default_rows_after": result.default_rows_after})
     with dialect.write_transaction(db):

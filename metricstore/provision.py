@@ -14,6 +14,7 @@ from .settings import check_retention_days, ensure_settings
 class ProvisionReport:
     """What :func:`provision` found or did."""
     engine: str
+    partitioned: bool
     migrations_applied: list = field(default_factory=list)
     metric_types_written: int = 0
     retention_days: int = 0
@@ -24,7 +25,7 @@ class ProvisionReport:
         yield "migrations applied: %s" % (", ".join(self.migrations_applied) or "none (up to date)")
         yield "metric types written: %d" % self.metric_types_written
         yield "retention_days: %d" % self.retention_days
-        if self.engine == "postgresql":
+        if self.partitioned:
             yield "partitions created: %s" % (", ".join(self.partitions_created) or "none")
 
 
@@ -40,7 +41,7 @@ def provision(db, retention_days=None, now=None):
     if retention_days is not None:
         check_retention_days(retention_days)
     dialect = dialect_for(db)
-    report = ProvisionReport(engine=dialect.name)
+    report = ProvisionReport(engine=dialect.name, partitioned=dialect.partitioned)
     with db.connection_context() if db.is_closed() else nullcontext():
         with dialect.write_transaction(db):
             with dialect.lock(db, "provision"):

@@ -259,3 +259,15 @@ def test_query_errors_are_one_line_naming_the_input(capsys, loaded, argv, needle
     assert code == 2
     assert err.startswith("error: ") and needle in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_ingest_streams_a_large_csv_with_progress(capsys, provisioned, tmp_path):
+    sid = metricstore.MetricRepository(metricstore.connect(provisioned)).add_server("a")
+    t = utcnow().replace(microsecond=0) - timedelta(days=2)
+    rows = [(sid, "cpu_percent", i % 100, (t + timedelta(seconds=5 * i)).isoformat())
+            for i in range(25_000)]
+    code, out, err = run(capsys, "ingest", _csv(tmp_path / "big.csv", rows), "--url",
+                         provisioned)
+    assert code == 0, err
+    assert "inserted 25000, duplicates 0, rejected 0" in out
+    assert _count(provisioned) == 25_000

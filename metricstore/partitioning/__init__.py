@@ -13,7 +13,7 @@ from .strategy import MARKER, MonthlyStrategy
 
 __all__ = ["MARKER", "SERIES_TABLES", "Creation", "LivePartition", "MonthlyStrategy",
            "PartitionManager", "Plan", "Result", "ensure_months",
-           "ensure_partitions_ahead", "live_partitions"]
+           "ensure_partitions_ahead", "forget_months", "live_partitions"]
 
 
 def ensure_months(db, table, months, strategy=None):
@@ -41,6 +41,11 @@ def ensure_months(db, table, months, strategy=None):
                 created.append(name)
         known.add((table, start))
     return created
+
+
+def forget_months(db):
+    """Drop ``db``'s cache of months known to have partitions (after drops)."""
+    db.__dict__.pop("_metricstore_months", None)
 
 
 def ensure_partitions_ahead(db, now=None, strategy=None, tables=SERIES_TABLES):

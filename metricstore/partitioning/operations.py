@@ -25,7 +25,9 @@ CREATE_PARTITION = "CREATE TABLE {part} PARTITION OF {parent} FOR VALUES FROM (%
 CREATE_DEFAULT = "CREATE TABLE {part} PARTITION OF {parent} DEFAULT"
 CREATE_DETACHED = "CREATE TABLE {part} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
 MARK = "COMMENT ON TABLE {part} IS %s"
-LOCK_DEFAULT = "LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE"
+# Parent, then default: the order in which a writer routing a row takes them.
+LOCK_PARENT_AND_DEFAULT = ("LOCK TABLE {parent} IN ACCESS EXCLUSIVE MODE; "
+                           "LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE")
 COUNT_RANGE = "SELECT count(*) FROM {default} WHERE collected_at >= %s AND collected_at < %s"
 MOVE_ROWS = ("WITH moved AS (DELETE FROM {default} WHERE collected_at >= %s "
              "AND collected_at < %s RETURNING *) INSERT INTO {part} SELECT * FROM moved")
@@ -89,16 +91,17 @@ def create_month(db, dialect, strategy, table, start):
         if any(p.overlaps(start, end) for p in live):
             return None, 0
         default = next((p.name for p in live if p.is_default), None)
+        fmt = dict(part=q(name), parent=q(table), default=q(default or ""))
         waiting = 0
         if default:
-            (waiting,) = db.execute_sql(COUNT_RANGE.format(default=q(default)),
-                                        (start, end)).fetchone()
-        fmt = dict(part=q(name), parent=q(table), default=q(default or ""))
+            # Lock first: a row routed to the default between the count and the
+            # CREATE would make the new partition's constraint check fail.
+            db.execute_sql(LOCK_PARENT_AND_DEFAULT.format(**fmt))
+            (waiting,) = db.execute_sql(COUNT_RANGE.format(**fmt), (start, end)).fetchone()
         if not waiting:
             db.execute_sql(CREATE_PARTITION.format(**fmt), (literal(start), literal(end)))
             db.execute_sql(MARK.format(**fmt), (MARKER,))
             return name, 0
-        db.execute_sql(LOCK_DEFAULT.format(**fmt))
         db.execute_sql(CREATE_DETACHED.format(**fmt))
         db.execute_sql(MARK.format(**fmt), (MARKER,))
         moved = db.execute_sql(MOVE_ROWS.format(**fmt), (start, end)).rowcount
