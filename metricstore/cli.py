@@ -193,7 +193,7 @@ def partitions(url):
         for p in manager.live(name):
             rows.append((name, p.name, "DEFAULT" if p.is_default else p.start,
                          "" if p.is_default else p.end,
-                         manager.default_rows(name) if p.is_default else p.rows_estimate,
+                         manager.rows(p),
                          human_bytes(p.bytes), "yes" if p.owned else "NO"))
     click.echo(table(["table", "partition", "from", "to", "rows", "size", "managed"], rows))
 

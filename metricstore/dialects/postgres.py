@@ -131,26 +131,25 @@ class PostgresDialect(Dialect):
             "AND a.attnum > 0 AND NOT a.attisdropped", (self.quote(table),)).fetchall()
         return {name: (type_, notnull) for name, type_, notnull in rows}
 
+    INDEXES = ("SELECT i.relname, x.indisunique, x.indnkeyatts, "
+               "array(SELECT a.attname FROM unnest(x.indkey) WITH ORDINALITY k(n, o) "
+               "JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n "
+               "ORDER BY k.o) "
+               "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+               "WHERE x.indrelid = %s::regclass")
+
+    def _indexes(self, db, table):
+        """``[(name, unique, key columns, INCLUDE columns)]`` of ``table``."""
+        return [(name, unique, tuple(cols[:nkeys]), tuple(cols[nkeys:]))
+                for name, unique, nkeys, cols in db.execute_sql(
+                    self.INDEXES, (self.quote(table),)).fetchall()]
+
     def table_indexes(self, db, table):
-        rows = db.execute_sql(
-            "SELECT i.relname, x.indisunique, x.indnkeyatts, "
-            "       array(SELECT a.attname FROM unnest(x.indkey) WITH ORDINALITY k(n, o) "
-            "             JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n "
-            "             ORDER BY k.o) "
-            "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
-            "WHERE x.indrelid = %s::regclass", (self.quote(table),)).fetchall()
-        return {name: (unique, tuple(cols[:nkeys])) for name, unique, nkeys, cols in rows}
+        return {name: (unique, keys) for name, unique, keys, _ in self._indexes(db, table)}
 
     def index_includes(self, db, table):
         """``{index_name: (included columns...)}`` (INCLUDE, not key columns)."""
-        rows = db.execute_sql(
-            "SELECT i.relname, x.indnkeyatts, "
-            "       array(SELECT a.attname FROM unnest(x.indkey) WITH ORDINALITY k(n, o) "
-            "             JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n "
-            "             ORDER BY k.o) "
-            "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
-            "WHERE x.indrelid = %s::regclass", (self.quote(table),)).fetchall()
-        return {name: tuple(cols[nkeys:]) for name, nkeys, cols in rows}
+        return {name: include for name, _, _, include in self._indexes(db, table)}
 
     def row_count(self, db, table, exact_below=1_000_000):
         """Planner estimate (reltuples) summed over partitions; exact count

@@ -33,8 +33,6 @@ class SqliteDialect(Dialect):
         "float": "REAL", "text": "TEXT", "bool": "INTEGER",
         "timestamp": "INTEGER",
     }
-    # Stock SQLite >= 3.32 allows 32,766 bound variables per statement.
-    max_variables = 32766
 
     def table_suffix(self, table):
         return " WITHOUT ROWID" if table.series else ""

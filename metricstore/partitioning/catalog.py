@@ -29,7 +29,7 @@ class LivePartition:
     start: datetime
     end: datetime
     owned: bool
-    rows_estimate: int
+    rows_estimate: int         # the planner's estimate; None if never analysed
     bytes: int
 
     @property
@@ -70,5 +70,5 @@ def live_partitions(db, dialect, table):
         if bounds is False:      # not a range-by-time partition: leave it alone
             continue
         out.append(LivePartition(table, name, bounds[0], bounds[1], comment == MARKER,
-                                 max(int(rows), 0), int(size)))
+                                 int(rows) if rows >= 0 else None, int(size)))
     return out

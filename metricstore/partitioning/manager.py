@@ -11,7 +11,7 @@ from .strategy import MonthlyStrategy
 SERIES_TABLES = ("metrics", "server_snapshots")
 DEFAULT_MONTHS = ("SELECT DISTINCT date_trunc('month', collected_at AT TIME ZONE 'UTC') "
                   "FROM {default}")
-DEFAULT_COUNT = "SELECT count(*) FROM {default}"
+COUNT_ROWS = "SELECT count(*) FROM {table}"
 WAITING = "SELECT count(*) FROM {default} WHERE collected_at >= %s AND collected_at < %s"
 
 
@@ -38,12 +38,20 @@ class PartitionManager:
             return []
         return live_partitions(self.db, self.dialect, table)
 
+    def rows(self, partition):
+        """Rows in ``partition``: the planner's estimate, or an exact count
+        when it was never analysed (or is the default partition)."""
+        if partition.rows_estimate is not None and not partition.is_default:
+            return partition.rows_estimate
+        q = COUNT_ROWS.format(table=self.dialect.quote(partition.name))
+        return self.db.execute_sql(q).fetchone()[0]
+
     def default_rows(self, table, live=None):
         """Exact number of rows waiting in ``table``'s default partition."""
         default = self._default(table, live)
         if default is None:
             return 0
-        q = DEFAULT_COUNT.format(default=self.dialect.quote(default))
+        q = COUNT_ROWS.format(table=self.dialect.quote(default))
         return self.db.execute_sql(q).fetchone()[0]
 
     def _default(self, table, live=None):

@@ -34,8 +34,9 @@ class Plan:
                 if c.waiting_rows else ""
             yield "  create %s [%s, %s)%s" % (c.name, _t(c.start), _t(c.end), moved)
         for p in self.drop:
-            yield "  drop   %s [%s, %s) ~%d rows, %s" % (
-                p.name, _t(p.start), _t(p.end), p.rows_estimate, human_bytes(p.bytes))
+            rows = "?" if p.rows_estimate is None else "~%d" % p.rows_estimate
+            yield "  drop   %s [%s, %s) %s rows, %s" % (
+                p.name, _t(p.start), _t(p.end), rows, human_bytes(p.bytes))
         yield "  delete rows older than the cutoff in bounded batches"
         for table, rows in sorted(self.default_rows.items()):
             yield "  %s default partition holds %d row(s)" % (table, rows)
