@@ -16,7 +16,7 @@ from .dialects import dialect_for
 from .errors import QueryError, UnknownMetricError, UnknownServerError
 from .ingest import (METRICS, SNAPSHOTS, Sample, SnapshotSample, metric_checker,
                      snapshot_checker, write)
-from .models import COUNTER, Server
+from .models import COUNTER, MetricType, Server
 from .timeutil import EPOCH, check_range, to_timedelta, to_utc, utcnow
 from .settings import get_retention_days
 from .validation import DEFAULT_MAX_SKEW, MetricRule, TimeBounds, server_id_of, unknown_metric
@@ -126,7 +126,6 @@ class MetricRepository:
     def metric_rules(self, refresh=False):
         """``{name: MetricRule}`` of the tenant's metric types (cached)."""
         if refresh or not self._rules:
-            from .models import MetricType
             self._rules = {m.name: MetricRule.from_type(m)
                            for m in MetricType.select().bind(self.db)}
         return self._rules
@@ -149,10 +148,9 @@ class MetricRepository:
         if sid is not None and self.db.execute_sql(sql, {"sid": sid}).fetchone():
             self._known_servers.add(sid)
             return sid
-        else:
-            raise UnknownServerError("unknown server id %r; list servers with "
-                                     "MetricRepository.servers() or register one with "
-                                     "add_server(name)" % (server_id,))
+        raise UnknownServerError("unknown server id %r; list servers with "
+                                 "MetricRepository.servers() or register one with "
+                                 "add_server(name)" % (server_id,))
 
     def servers(self):
         """Registered servers as ``ServerRef(id, name)``, by id (read-only)."""
@@ -206,11 +204,13 @@ class MetricRepository:
 
     # -- reading ------------------------------------------------------------------
     def _series_params(self, server_id, metric, start, end):
+        """Checked arguments of a one-series query: ``(rule, start, end, params)``
+        with ``start``/``end`` in UTC and ``params`` ready for the SQL."""
         start, end = check_range(start, end)
         sid = self._check_server(server_id)
         rule = self._rule(metric)
         t = self.dialect.time_param
-        return rule, {"sid": sid, "mid": rule.id, "start": t(start), "end": t(end)}
+        return rule, start, end, {"sid": sid, "mid": rule.id, "start": t(start), "end": t(end)}
 
     def series(self, server_id, metric, start, end):
         """Raw points ``Point(collected_at, value)`` in ``[start, end)``, ascending.
@@ -220,7 +220,7 @@ class MetricRepository:
         the range, a day of 15 s points is one round trip, and no transaction
         or snapshot stays open while the caller iterates. Read-only.
         """
-        _, params = self._series_params(server_id, metric, start, end)
+        params = self._series_params(server_id, metric, start, end)[3]
         return self._stream(params)
 
     def _stream(self, params):
@@ -255,7 +255,7 @@ class MetricRepository:
         """
         stats = self._check_stats(stats)
         every = to_timedelta(every, "every")
-        _, params = self._series_params(server_id, metric, start, end)
+        _, start, end, params = self._series_params(server_id, metric, start, end)
         params["every"] = self.dialect.interval_param(every)
         d = self.dialect
         source = Q.BUCKET_SOURCE.format(bucket=d.bucket("collected_at"))
@@ -266,7 +266,6 @@ class MetricRepository:
             found[begin] = Bucket(begin, begin + every, dict(zip(stats, _numbers(row[1:]))))
         if not fill:
             return list(found.values())
-        start, end = check_range(start, end)
         if start == end:                 # an empty range meets no bucket
             return []
         begin = EPOCH + (start - EPOCH) // every * every
@@ -281,7 +280,7 @@ class MetricRepository:
         """``{stat: value}`` over all points of ``[start, end)`` (values None
         when there are none). Read-only."""
         stats = self._check_stats(stats)
-        _, params = self._series_params(server_id, metric, start, end)
+        params = self._series_params(server_id, metric, start, end)[3]
         sql = self.dialect.sql(self.dialect.grouped_stats(Q.RANGE_SOURCE, stats))
         row = self.db.execute_sql(sql, params).fetchone()
         return dict(zip(stats, _numbers(row[1:]) if row else [None] * len(stats)))
@@ -296,7 +295,7 @@ class MetricRepository:
         """
         every = to_timedelta(every, "every")
         max_gap = to_timedelta(max_gap, "max_gap")
-        rule, params = self._series_params(server_id, metric, start, end)
+        rule, _, _, params = self._series_params(server_id, metric, start, end)
         if rule.kind != COUNTER:
             raise QueryError("rate() needs a counter; %s is a %s: use buckets() for its "
                              "level" % (rule.name, rule.kind))
@@ -378,8 +377,7 @@ class MetricRepository:
         if not tolerance >= 1:
             raise QueryError("tolerance must be >= 1, got %r" % (tolerance,))
         limit = expected_every * tolerance
-        _, params = self._series_params(server_id, metric, start, end)
-        start, end = check_range(start, end)
+        _, start, end, params = self._series_params(server_id, metric, start, end)
         d = self.dialect
         params["gap"] = d.interval_param(limit)
         first, last = self.db.execute_sql(d.sql(Q.SPAN), params).fetchone()

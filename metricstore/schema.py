@@ -6,7 +6,6 @@ from importlib import resources
 
 from peewee_migrate import Router
 
-from . import migrations as _migrations_package  # noqa: F401 - shipped with the package
 from .dialects import dialect_for
 
 MIGRATIONS_PACKAGE = "metricstore.migrations"

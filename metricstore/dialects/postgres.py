@@ -99,11 +99,11 @@ class PostgresDialect(Dialect):
     def time_param(self, dt):
         return dt
 
-    def time_result(self, value, _utc=UTC):
+    def time_result(self, value):
         # psycopg2 already returns timezone.utc in a UTC session; skip the call then.
-        if value is None or value.tzinfo is _utc:
+        if value is None or value.tzinfo is UTC:
             return value
-        return value.astimezone(_utc)
+        return value.astimezone(UTC)
 
     def time_results(self, values):
         # One result set is decoded in one session time zone: if the first

@@ -12,7 +12,7 @@ from itertools import repeat
 from operator import add, itemgetter
 
 from ..queries import PERCENTILES
-from ..timeutil import EPOCH, ONE_US, to_micros
+from ..timeutil import EPOCH, ONE_US, from_micros, to_micros
 from .base import Dialect
 
 PLAIN = {"avg": "AVG(v)", "min": "MIN(v)", "max": "MAX(v)", "sum": "SUM(v)",
@@ -40,10 +40,8 @@ class SqliteDialect(Dialect):
     def time_param(self, dt):
         return to_micros(dt)
 
-    def time_result(self, value, _epoch=EPOCH, _timedelta=timedelta):
-        # Same value as timeutil.from_micros (exact integer arithmetic), without
-        # its extra call and keyword argument: this runs once per row read.
-        return None if value is None else _epoch + _timedelta(0, 0, value)
+    def time_result(self, value):
+        return None if value is None else from_micros(value)
 
     def time_results(self, values):
         # EPOCH + timedelta(0, 0, us) for each value, iterated in C.
