@@ -52,8 +52,64 @@ class MaintenanceError(MetricstoreError):
     """Partition maintenance or retention could not complete."""
 
 
+class PartitionConflictError(MaintenanceError):
+    """A table not made by metricstore (a detached or hand-made partition)
+    stands where a month partition should go; the message names it and the fix."""
+
+
 class DatabaseError(MetricstoreError):
-    """The database driver failed; the driver's exception is ``__cause__``."""
+    """The database failed; the driver's exception is ``__cause__``.
+
+    The narrow subclasses below say what the environment did; a plain
+    DatabaseError is a driver failure nothing narrower describes.
+    """
+
+
+class ConnectError(DatabaseError):
+    """The database cannot be reached: refused, timed out, unknown host, or the
+    server is starting up / shutting down. Nothing was sent; retry later."""
+
+
+class AuthenticationError(ConnectError):
+    """The server refused the user name or password in the URL."""
+
+
+class DatabaseMissingError(ConnectError):
+    """The URL names a database (or SQLite folder/file) that does not exist."""
+
+
+class ConnectionLostError(DatabaseError):
+    """The connection died while a call was in flight (server restart,
+    terminated backend, crashed postmaster, network cut).
+
+    The connection has been closed for real; the next call opens a new one.
+    ``written`` says what happened to the call's own transaction: False when
+    it cannot have committed, None when the loss hit the COMMIT itself (then
+    it may have). Writes are idempotent, so ``retry_safe`` is always True:
+    re-sending the same batch never duplicates a row.
+    """
+
+    retry_safe = True
+
+    def __init__(self, message, written=False):
+        self.written = written
+        super().__init__(message)
+
+
+class ReadOnlyError(DatabaseError):
+    """The database (or SQLite file or folder) cannot be written."""
+
+
+class DiskFullError(DatabaseError):
+    """The disk holding the database is full; nothing of the failed call was kept."""
+
+
+class LockTimeoutError(DatabaseError):
+    """Another writer held a lock longer than the busy / lock timeout allows."""
+
+
+class StatementTimeoutError(DatabaseError):
+    """A statement ran longer than the URL's ``statement_timeout``."""
 
 
 class QueryError(MetricstoreError, ValueError):
