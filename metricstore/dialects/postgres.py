@@ -211,7 +211,8 @@ class PostgresWriter:
             buffer = io.StringIO("".join(map(self.format, rows)))
             self.cursor.copy_expert("COPY %s FROM STDIN" % self.stage, buffer)
 
-    def finish(self, ensure_partitions):
+    def flush(self, ensure_partitions):
+        """Insert the staged rows in one transaction; return how many were new."""
         ensure_partitions()
         with self.db.atomic():
             self.cursor.execute(self.INSERT.format(table=self.target.table, names=self.names,
