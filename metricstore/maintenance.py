@@ -4,12 +4,14 @@ expired partitions dropped, expired rows deleted, and a record of it all."""
 import json
 
 from .dialects import dialect_for
+from .guard import guarded
 from .models import MaintenanceRun
 from .partitioning import PartitionManager, Result, forget_months
 from .retention import delete_expired
 from .timeutil import utcnow
 
 
+@guarded("maintain", atomic=False)
 def maintain(db, dry_run=False, now=None, strategy=None):
     """Plan and (unless ``dry_run``) apply maintenance; return a :class:`Result`.
 
@@ -55,6 +57,7 @@ def _finish(db, dialect, result, error=None):
          .where(MaintenanceRun.id == result.run_id).execute(db))
 
 
+@guarded("reading the last maintenance run", read_only=True)
 def last_run(db):
     """The most recent real maintenance run, or None (read-only)."""
     return (MaintenanceRun.select().where(MaintenanceRun.dry_run == False)  # noqa: E712

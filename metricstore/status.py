@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from . import queries as Q
 from .dialects import dialect_for
+from .guard import guarded
 from .maintenance import last_run
 from .partitioning import SERIES_TABLES, PartitionManager
 from .schema import applied, pending
@@ -31,6 +32,7 @@ class Status:
         return not self.problems
 
 
+@guarded("status", read_only=True)
 def status(db, now=None, max_maintenance_age=DEFAULT_MAX_MAINTENANCE_AGE):
     """Schema version, row counts, time span, retention, last maintenance run
     and rows in default partitions; ``problems`` lists what needs attention

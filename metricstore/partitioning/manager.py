@@ -1,6 +1,7 @@
 """Diffing the strategy against the live catalog, and applying the plan."""
 
 from ..dialects import dialect_for
+from ..guard import guarded
 from ..settings import get_retention_days
 from ..timeutil import UTC, to_utc, utcnow
 from .catalog import live_partitions
@@ -32,6 +33,7 @@ class PartitionManager:
     def now(self):
         return to_utc(self.clock(), "clock()")
 
+    @guarded("reading partitions", read_only=True)
     def live(self, table):
         """Live partitions of ``table`` (read-only; [] on SQLite)."""
         if not self.dialect.partitioned:
@@ -64,6 +66,7 @@ class PartitionManager:
         q = DEFAULT_MONTHS.format(default=self.dialect.quote(default))
         return [m.replace(tzinfo=UTC) for (m,) in self.db.execute_sql(q).fetchall()]
 
+    @guarded("planning partitions", read_only=True)
     def plan(self, retention_days=None):
         """The :class:`Plan` at ``now()``; changes nothing."""
         now = self.now()
@@ -93,6 +96,7 @@ class PartitionManager:
                              if p.owned and not p.is_default and p.end <= cutoff)
         return plan
 
+    @guarded("applying the partition plan", atomic=False)
     def apply(self, plan):
         """Create, move and drop as planned (re-checking the catalog under the
         lock at every step). Returns ``(created names, rows moved, dropped names)``."""
