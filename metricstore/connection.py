@@ -79,6 +79,17 @@ class TenantDatabase:
     def connect(self, reuse_if_open=False):
         return _connect_or_raise(self, super().connect, reuse_if_open)
 
+    def execute_sql(self, sql, params=None):
+        try:
+            return super().execute_sql(sql, params)
+        except pw.PeeweeException as exc:
+            # peewee re-wraps what connect() raised inside its wrapper (our
+            # DatabaseError shares a name with its own): unwrap it.
+            inner = exc.args[0] if exc.args else None
+            if isinstance(inner, MetricstoreError):
+                raise inner from inner.__cause__
+            raise
+
     def connection_lost(self):
         """True if the driver knows this thread's connection is dead."""
         return False

@@ -16,6 +16,7 @@ connection; a write never is: it raises
 import functools
 import inspect
 import sqlite3
+import threading
 
 import peewee as pw
 from playhouse.pool import MaxConnectionsExceeded
@@ -52,8 +53,8 @@ def translate(db, exc, what, connecting=False, atomic=True):
     Side effect: a connection the driver reports dead is discarded when no
     transaction is open, so the next call opens a new one.
     """
-    if isinstance(exc, MetricstoreError):
-        return exc
+    if isinstance(cause(exc), MetricstoreError):     # raised by our connect() in peewee's wrapper
+        return cause(exc)
     where = getattr(db, "url", None) or "the database"
     if isinstance(exc, MaxConnectionsExceeded):
         return ConnectError("%s on %s: every pooled connection stayed in use for the "
@@ -82,9 +83,19 @@ def translate(db, exc, what, connecting=False, atomic=True):
                                % (what, where, _first_line(driver), outcome), written=written)
 
 
+def _reraise(db, exc, name, atomic):
+    error = translate(db, exc, name, atomic=atomic)
+    if error is cause(exc):                  # already metricstore's
+        raise error from error.__cause__
+    raise error from cause(exc)
+
+
 def _first_line(exc):
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_calls = threading.local()      # how deep this thread is in guarded calls
 
 
 def guarded(what=None, read_only=False, atomic=True):
@@ -107,16 +118,24 @@ def guarded(what=None, read_only=False, atomic=True):
                 except MetricstoreError:
                     raise
                 except DRIVER_ERRORS as exc:
-                    raise translate(db, exc, name, atomic=atomic) from cause(exc)
+                    _reraise(db, exc, name, atomic)
             return stream
 
         def attempt(db, args, kwargs):
+            # Only the outermost guarded call translates, so messages name
+            # the call the caller made (record_many, not an inner lookup).
+            outer = not getattr(_calls, "depth", 0)
+            _calls.depth = getattr(_calls, "depth", 0) + 1
             try:
                 return fn(*args, **kwargs)
             except MetricstoreError:
                 raise
             except DRIVER_ERRORS as exc:
-                raise translate(db, exc, name, atomic=atomic) from cause(exc)
+                if not outer:
+                    raise
+                _reraise(db, exc, name, atomic)
+            finally:
+                _calls.depth -= 1
 
         @functools.wraps(fn)
         def call(*args, **kwargs):
