@@ -196,6 +196,9 @@ def partitions(url):
                          manager.rows(p),
                          human_bytes(p.bytes), "yes" if p.owned else "NO"))
     click.echo(table(["table", "partition", "from", "to", "rows", "size", "managed"], rows))
+    for conflict in manager.plan().conflicts:
+        click.echo("BLOCKED %s %s: %s" % (conflict.table, conflict.month.strftime("%Y-%m"),
+                                          conflict))
 
 
 @cli.command()

@@ -85,7 +85,7 @@ class TenantDatabase:
         except pw.PeeweeException as exc:
             # peewee re-wraps what connect() raised inside its wrapper (our
             # DatabaseError shares a name with its own): unwrap it.
-            inner = exc.args[0] if exc.args else None
+            inner = cause(exc)
             if isinstance(inner, MetricstoreError):
                 raise inner from inner.__cause__
             raise

@@ -62,7 +62,12 @@ class MaintenanceError(MetricstoreError):
 
 class PartitionConflictError(MaintenanceError):
     """A table not made by metricstore (a detached or hand-made partition)
-    stands where a month partition should go; the message names it and the fix."""
+    stands where a month partition should go; the message names it and the
+    fix, ``conflict`` is the :class:`~metricstore.partitioning.plan.Conflict`."""
+
+    def __init__(self, message, conflict=None):
+        self.conflict = conflict
+        super().__init__(message)
 
 
 class DatabaseError(MetricstoreError):

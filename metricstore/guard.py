@@ -34,9 +34,10 @@ def cause(exc):
     """The driver's own exception behind a peewee wrapper (or ``exc``)."""
     if not isinstance(exc, pw.PeeweeException):
         return exc
-    if exc.args and isinstance(exc.args[0], BaseException):
-        return exc.args[0]
-    return exc.__context__ or exc
+    orig = getattr(exc, "orig", None)            # peewee keeps the driver's error here
+    if orig is None and exc.args and isinstance(exc.args[0], BaseException):
+        orig = exc.args[0]
+    return orig or exc.__context__ or exc
 
 
 def database_of(args):
@@ -67,7 +68,8 @@ def translate(db, exc, what, connecting=False, atomic=True):
                                                           _first_line(exc)))
     from .dialects import dialect_for
     lost = bool(db is not None and getattr(db, "connection_lost", lambda: False)())
-    cls, reason, fix = dialect_for(db).classify(driver, connecting=connecting, lost=lost)
+    cls, reason, fix = dialect_for(db).classify(driver, connecting=connecting, lost=lost,
+                                                db=db)
     text = "%s on %s: %s (%s); %s" % (what, where, reason, _first_line(driver), fix)
     if cls is not ConnectionLostError:
         return cls(text)

@@ -50,8 +50,13 @@ class ThrowawayCluster:
         self.dsn = "host=127.0.0.1 port=%d user=postgres dbname=postgres" % port
 
     def _run(self, *args, check=True, timeout=60):
-        return subprocess.run(args, check=check, timeout=timeout, capture_output=True,
-                              text=True)
+        done = subprocess.run(args, timeout=timeout, capture_output=True, text=True)
+        if check and done.returncode:
+            log = "/var/log/postgresql/postgresql-%s-%s.log" % (self.version, self.name)
+            tail = open(log).read()[-600:] if os.path.exists(log) else ""
+            raise RuntimeError("%s failed: %s %s\n%s" % (" ".join(args), done.stdout,
+                                                         done.stderr, tail))
+        return done
 
     def create(self):
         self.drop()                       # a leftover from an interrupted run

@@ -155,11 +155,12 @@ class Dialect:
         raise NotImplementedError
 
     # -- errors ---------------------------------------------------------------------
-    def classify(self, exc, connecting=False, lost=False):
+    def classify(self, exc, connecting=False, lost=False, db=None):
         """``(error class, what happened, the fix)`` for driver error ``exc``.
 
         ``connecting``: raised while opening the connection. ``lost``: the
-        driver reports the connection dead. See :mod:`metricstore.guard`.
+        driver reports the connection dead. ``db``: the database it came
+        from. Read-only. See :mod:`metricstore.guard`.
         """
         return DatabaseError, "the database failed", "see the chained driver error"
 

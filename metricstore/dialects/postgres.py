@@ -99,7 +99,7 @@ class PostgresDialect(Dialect):
         self.schema = schema
         self._sql_cache = {}
 
-    def classify(self, exc, connecting=False, lost=False):
+    def classify(self, exc, connecting=False, lost=False, db=None):
         code = getattr(exc, "pgcode", None) or ""
         message = str(exc).lower()
         if code in SQLSTATES:
@@ -112,7 +112,7 @@ class PostgresDialect(Dialect):
                     "check the host and port in the URL and that the server is running")
         if lost or code.startswith(LOST_CLASSES) or any(m in message for m in LOST_MESSAGES):
             return E.ConnectionLostError, "the connection was lost", "retry"
-        return super().classify(exc, connecting, lost)
+        return super().classify(exc, connecting, lost, db)
 
     def sql(self, template, **fragments):
         key = (template, tuple(sorted(fragments.items())))

@@ -7,6 +7,7 @@ series' points sit together and the key is also the covering index.
 """
 
 import json
+import os
 from datetime import timedelta
 from itertools import repeat
 from operator import add, itemgetter
@@ -25,6 +26,8 @@ ORDER_WINDOWS = ("ROW_NUMBER() OVER (PARTITION BY g ORDER BY v) - 1 AS rn, "
 LAST_WINDOW = "ROW_NUMBER() OVER (PARTITION BY g ORDER BY t DESC) AS recent"
 
 
+READ_ONLY = (E.ReadOnlyError, "the file (or its folder, or its file system) is read-only",
+             "make the file and its folder writable (SQLite writes -wal/-shm files beside it)")
 # (message fragment, class, what happened, the fix); first match wins.
 SQLITE_ERRORS = (
     ("database is locked", E.LockTimeoutError,
@@ -34,8 +37,7 @@ SQLITE_ERRORS = (
      "finish the open statement or transaction first"),
     ("disk is full", E.DiskFullError, "the disk holding the file is full",
      "free space on that disk; nothing of the failed call was kept"),
-    ("readonly database", E.ReadOnlyError, "the file (or its folder) is read-only",
-     "make the file and its folder writable (SQLite writes -wal/-shm files beside it)"),
+    ("readonly database",) + READ_ONLY,
     ("unable to open database", E.DatabaseMissingError, "the file cannot be opened",
      "check the path in the URL and the folder's permissions"),
     ("no such table", E.SchemaError, "the tenant is not provisioned",
@@ -62,12 +64,18 @@ class SqliteDialect(Dialect):
     def table_suffix(self, table):
         return " WITHOUT ROWID" if table.series else ""
 
-    def classify(self, exc, connecting=False, lost=False):
+    def classify(self, exc, connecting=False, lost=False, db=None):
         message = str(exc).lower()
+        path = getattr(db, "database", None)
+        if "unable to open" in message and path and os.path.isfile(path) \
+                and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            # WAL mode must create FILE-shm beside the file: a read-only
+            # folder or file system fails to "open" an existing file.
+            return READ_ONLY
         for fragment, cls, reason, fix in SQLITE_ERRORS:
             if fragment in message:
                 return cls, reason, fix
-        return super().classify(exc, connecting, lost)
+        return super().classify(exc, connecting, lost, db)
 
     def time_param(self, dt):
         return to_micros(dt)
