@@ -332,8 +332,8 @@ def ingest(file, url, fmt, skip_invalid, atomic, commit_every):
                 from None
         bar.update(size)
     _report_rejected(result.rejected, lines, result.rejected_rows)
-    click.echo("inserted %d, duplicates %d, rejected %d" % (
-        result.inserted, result.duplicates, result.rejected_rows))
+    click.echo("inserted %d, duplicates %d, rejected %d, expired %d" % (
+        result.inserted, result.duplicates, result.rejected_rows, result.expired))
 
 
 def _report_rejected(errors, lines, rows):

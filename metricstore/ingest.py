@@ -51,11 +51,15 @@ class WriteResult:
     """Outcome of a write: rows ``inserted``, ``duplicates`` of stored rows
     (or repeated within the batch), and (only with ``on_error='skip'``) the
     bad rows: ``rejected_rows`` counts them all, ``rejected`` keeps the first
-    :data:`~metricstore.validation.MAX_ROW_ERRORS` RowErrors."""
+    :data:`~metricstore.validation.MAX_ROW_ERRORS` RowErrors. ``expired``:
+    valid rows older than the tenant's retention cutoff, not stored (the
+    next maintenance would delete them) and not an error. Every input row is
+    counted once: ``inserted + duplicates + rejected_rows + expired``."""
     inserted: int = 0
     duplicates: int = 0
     rejected: list = field(default_factory=list)
     rejected_rows: int = 0
+    expired: int = 0
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,7 @@ def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_eve
             raise ValidationError(errors.kept, committed=committed, rows=errors.rows,
                                   total=errors.total)
         inserted += flush()
-    return WriteResult(inserted, valid - inserted, errors.kept, errors.rows)
+    return WriteResult(inserted, valid - inserted, errors.kept, errors.rows, errors.expired)
 
 
 def metric_checker(rules, server_ids, bounds):
@@ -203,6 +207,8 @@ def metric_checker(rules, server_ids, bounds):
             fixed, problems = check_metric_row(pos, row, rules, server_ids, bounds)
             if problems:
                 errors.add(problems)
+            elif fixed is None:
+                errors.expired += 1
             else:
                 append(fixed)
                 days.add(fixed[3] // day_us)
@@ -211,7 +217,8 @@ def metric_checker(rules, server_ids, bounds):
 
 
 def check_metric_row(pos, row, rules, server_ids, bounds):
-    """``(normalised row, [])`` if ``row`` is acceptable, else ``(None, [RowError...])``."""
+    """``(normalised row, [])`` if ``row`` is acceptable, ``(None, [])`` if it
+    is valid but older than the retention cutoff, else ``(None, [RowError...])``."""
     try:
         sid, name, value, ts = row
     except (TypeError, ValueError):
@@ -233,7 +240,10 @@ def check_metric_row(pos, row, rules, server_ids, bounds):
         out.append(RowError(pos, "collected_at", problem, row))
     if out:
         return None, out
-    return (server_id, rule.id, float(value), (ts - EPOCH) // ONE_US), []
+    micros = (ts - EPOCH) // ONE_US
+    if bounds.expired(micros):
+        return None, []
+    return (server_id, rule.id, float(value), micros), []
 
 
 def snapshot_checker(server_ids, bounds):
@@ -280,6 +290,9 @@ def snapshot_checker(server_ids, bounds):
                 errors.add(found)
                 continue
             us = (ts - EPOCH) // ONE_US
+            if bounds.expired(us):
+                errors.expired += 1
+                continue
             good.append((server_id, None if cpu is None else float(cpu),
                          None if mem is None else float(mem),
                          None if conns is None else int(conns), status, us))
