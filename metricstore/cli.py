@@ -530,8 +530,21 @@ def query_top(metric, start, end, n, stat, ascending, url, fmt):
     emit(["server", stat], [(r.server_name, r.value) for r in ranked], fmt)
 
 
+def _quiet_driver_noise(hook=sys.unraisablehook):
+    """psycopg2 2.9 reports a server error that ends a COPY a second time, as
+    an unraisable SystemError printed to stderr; metricstore already raised
+    it as an error of its own, so the CLI drops that print (only that one)."""
+    def unraisable(info):
+        cause = getattr(info.exc_value, "__cause__", None)
+        if not (isinstance(info.exc_value, SystemError)
+                and type(cause).__module__.startswith("psycopg2")):
+            hook(info)
+    return unraisable
+
+
 def main(argv=None):
     """Run the command line; return the exit code."""
+    sys.unraisablehook = _quiet_driver_noise()
     try:
         cli.main(args=argv, prog_name="metricstore", standalone_mode=False)
     except click.exceptions.Exit as exc:
