@@ -17,6 +17,7 @@ from typing import NamedTuple, Optional
 from .dialects import dialect_for
 from .errors import QueryError, ValidationError
 from .partitioning import ensure_months
+from .rollups.tiers import TIER_TABLES
 from .timeutil import EPOCH, ONE_US, from_micros, month_start
 from .models import GAUGE
 from .validation import (MetricRule, RowError, server_id_of, status_problem, time_problem,
@@ -105,14 +106,16 @@ def _chunks(iterable, size):
         position += len(chunk)
 
 
-def write(db, target, rows, check, on_error="raise", chunk_rows=None):
+def write(db, target, rows, check, on_error="raise", chunk_rows=None, tiers=None):
     """Validate ``rows`` with ``check`` and write the good ones to ``target``.
 
     ``check(position, chunk, errors) -> (good rows, set of UTC day numbers)``.
     ``on_error='raise'`` (default): any bad row -> ValidationError listing
     all of them, nothing written. ``'skip'``: good rows are written and the
     bad ones returned in ``WriteResult.rejected``. ``chunk_rows``: rows
-    per chunk, :data:`CHUNK_ROWS` (read at call time) when None. On SQLite
+    per chunk, :data:`CHUNK_ROWS` (read at call time) when None. ``tiers``: a
+    :class:`~metricstore.rollups.update.TierUpdater` that the writer feeds
+    the inserted rows, updating the rollup tiers in the same transaction. On SQLite
     the write lock is held while the iterable is read: pass a list, not a
     slow pipe, when other writers share the file.
     """
@@ -120,7 +123,7 @@ def write(db, target, rows, check, on_error="raise", chunk_rows=None):
         raise QueryError("on_error must be 'raise' (all or nothing) or 'skip' (store the "
                          "valid rows), got %r" % (on_error,))
     errors, valid, days = [], 0, set()
-    with dialect_for(db).writer(db, target) as writer:
+    with dialect_for(db).writer(db, target, tiers) as writer:
         for position, chunk in _chunks(rows, chunk_rows or CHUNK_ROWS):
             good, chunk_days = check(position, chunk, errors)
             valid += len(good)
@@ -132,7 +135,8 @@ def write(db, target, rows, check, on_error="raise", chunk_rows=None):
             raise ValidationError(errors)
         # Only the months that hold rows get a partition, however far apart.
         months = sorted({month_start(from_micros(d * DAY_US)) for d in days})
-        inserted = writer.finish(lambda: ensure_months(db, target.table, months))
+        tables = (target.table,) + (TIER_TABLES if tiers is not None else ())
+        inserted = writer.finish(lambda: [ensure_months(db, t, months) for t in tables])
     return WriteResult(inserted, valid - inserted, errors)
 
 

@@ -57,6 +57,9 @@ class MetricRule:
         return ">= %g" % self.low if self.low != -math.inf else "any finite number"
 
 
+FINEST_BUCKET_US = 300_000_000
+
+
 @dataclass(frozen=True)
 class TimeBounds:
     """The collected_at values a write accepts, in epoch microseconds:
@@ -69,7 +72,10 @@ class TimeBounds:
     def at(cls, now, max_skew, retention_days=None):
         low = MIN_MICROS
         if retention_days:
-            low = max(low, to_micros(now - timedelta(days=retention_days)))
+            # Rounded up to the finest rollup bucket (5 min): a write never
+            # touches a bucket whose older raw rows retention may have deleted.
+            cutoff = to_micros(now - timedelta(days=retention_days))
+            low = max(low, -(-cutoff // FINEST_BUCKET_US) * FINEST_BUCKET_US)
         return cls(low, to_micros(now + max_skew), retention_days)
 
 

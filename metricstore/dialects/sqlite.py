@@ -15,6 +15,8 @@ from ..queries import PERCENTILES
 from ..timeutil import EPOCH, ONE_US, from_micros, to_micros
 from .base import Dialect
 
+TIER_5M_US = 300_000_000          # the finest rollup tier's width (rollups.tiers)
+
 PLAIN = {"avg": "AVG(v)", "min": "MIN(v)", "max": "MAX(v)", "sum": "SUM(v)",
          "count": "COUNT(*)"}
 # Window columns for grouped_stats, each computed only when a stat needs it
@@ -31,7 +33,7 @@ class SqliteDialect(Dialect):
         "serial": "INTEGER PRIMARY KEY",
         "int": "INTEGER", "smallint": "INTEGER", "bigint": "INTEGER",
         "float": "REAL", "text": "TEXT", "bool": "INTEGER",
-        "timestamp": "INTEGER",
+        "timestamp": "INTEGER", "blob": "BLOB",
     }
 
     def table_suffix(self, table):
@@ -131,10 +133,27 @@ class SqliteDialect(Dialect):
             names).fetchone()
         return size
 
-    def writer(self, db, target):
+    def micros_sql(self, expr):
+        return expr
+
+    def time_from_micros_sql(self, expr):
+        return expr
+
+    ranges_source = ("(SELECT json_extract(value, '$[0]') AS s, json_extract(value, '$[1]') AS m, "
+                     "json_extract(value, '$[2]') AS lo, json_extract(value, '$[3]') AS hi "
+                     "FROM json_each(:ranges)) r")
+
+    def ranges_param(self, ranges):
+        return {"ranges": json.dumps(ranges)}
+
+    def upsert_rows(self, db, table, columns, rows):
+        sql = self.upsert_sql(table, columns, "(%s)" % ", ".join("?" * (len(columns) + 3)))
+        db.cursor().executemany(sql, rows)
+
+    def writer(self, db, target, tiers=None):
         """Bulk writer for ingest: INSERT OR IGNORE via executemany in one
         BEGIN IMMEDIATE transaction (all rows or none)."""
-        return SqliteWriter(db, self, target)
+        return SqliteWriter(db, self, target, tiers)
 
 
 class SqliteWriter:
@@ -145,7 +164,9 @@ class SqliteWriter:
     pages back to back instead of every series' page once per timestamp.
     """
 
-    def __init__(self, db, dialect, target):
+    def __init__(self, db, dialect, target, tiers=None):
+        self.tiers = tiers
+        self.counts = {}
         names = target.columns + ("collected_at",)
         self.db, self.dialect = db, dialect
         self.sql = "INSERT OR IGNORE INTO %s (%s) VALUES (%s)" % (
@@ -162,9 +183,33 @@ class SqliteWriter:
     def add(self, rows):
         if rows:
             rows = sorted(rows, key=self.order)
-            self.inserted += self.cursor.executemany(self.sql, rows).rowcount
+            if self.tiers is None:
+                self.inserted += self.cursor.executemany(self.sql, rows).rowcount
+            else:
+                self._add_counted(rows)
+
+    def _add_counted(self, rows):
+        # One executemany per (series, 5-minute bucket): its rowcount is the
+        # number of that bucket's rows actually inserted.
+        self.tiers.add(rows)
+        executemany, counts, width = self.cursor.executemany, self.counts, TIER_5M_US
+        i, n = 0, len(rows)
+        while i < n:
+            sid, mid, _, us = rows[i]
+            b = us - us % width
+            end, j = b + width, i + 1
+            while j < n and rows[j][3] < end and rows[j][1] == mid and rows[j][0] == sid:
+                j += 1
+            inserted = executemany(self.sql, rows[i:j]).rowcount
+            if inserted:
+                key = (sid, mid, b)
+                counts[key] = counts.get(key, 0) + inserted
+                self.inserted += inserted
+            i = j
 
     def finish(self, ensure_partitions):
+        if self.tiers is not None:
+            self.tiers.apply(self.counts)
         return self.inserted
 
     def __exit__(self, *exc):

@@ -6,12 +6,12 @@ On SQLite every function here is a no-op (the dialect is not partitioned).
 from ..dialects import dialect_for
 from ..timeutil import month_start, utcnow
 from .catalog import LivePartition, live_partitions
-from .manager import SERIES_TABLES, PartitionManager
+from .manager import RAW_TABLES, SERIES_TABLES, PartitionManager
 from .operations import create_month, ensure_default
 from .plan import Creation, Plan, Result
 from .strategy import MARKER, MonthlyStrategy
 
-__all__ = ["MARKER", "SERIES_TABLES", "Creation", "LivePartition", "MonthlyStrategy",
+__all__ = ["MARKER", "RAW_TABLES", "SERIES_TABLES", "Creation", "LivePartition", "MonthlyStrategy",
            "PartitionManager", "Plan", "Result", "ensure_months",
            "ensure_partitions_ahead", "forget_months", "live_partitions"]
 

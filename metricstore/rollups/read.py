@@ -1,0 +1,159 @@
+"""Answering reads from the tiers: plan, fetch the states, merge in time
+order, compute the statistics.
+
+Exact statistics (count, sum, avg, min, max, last) and counter rates from a
+tier equal the raw answer: every bucket is a merge of mergeable states in
+time order, never an average of averages. Percentiles come from the merged
+sketch and are approximate within :data:`~.sketch.ALPHA` relative error.
+Each answer says which resolution served it.
+"""
+
+from collections import defaultdict
+from datetime import timedelta
+
+from ..settings import effective_tier_retention, get_retention_days
+from ..timeutil import ONE_US, to_micros
+from . import store
+from .planner import Source, plan, usable
+from .sketch import ALPHA
+from .state import State, merge_ordered
+from .tiers import RAW, TIER_MAX_GAP_US, TIERS
+
+PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+
+
+class Served(list):
+    """A list of results with ``resolution`` (e.g. '1h', '1d+1h+raw') and the
+    relative ``error`` bound of its percentiles (0.0: exact)."""
+    resolution = RAW
+    error = 0.0
+
+
+class Summary(dict):
+    """``{stat: value}`` with ``resolution`` and percentile ``error`` bound."""
+    resolution = RAW
+    error = 0.0
+
+
+def sources(db, now):
+    """Every source, coarsest tier first, raw last, with its horizon (us)."""
+    days = effective_tier_retention(db)
+    out = [Source(t.name, t.width_us, to_micros(now - timedelta(days=days[t.name])), t)
+           for t in reversed(TIERS)]
+    out.append(Source(RAW, 0, to_micros(now - timedelta(days=get_retention_days(db)))))
+    return out
+
+
+def resolution(segments):
+    used = {s.source for s in segments}
+    return "+".join(s.name for s in sorted(used, key=lambda s: -s.width_us)) or RAW
+
+
+def uses_tier(segments):
+    return any(s.source.name != RAW for s in segments)
+
+
+def fetch(db, series, segments, counters):
+    """``{(sid, mid): [State ...]}`` in time order over ``segments`` for each
+    (sid, mid) in ``series``; raw points become one-sample states."""
+    by_source = defaultdict(list)
+    for seg in segments:
+        by_source[seg.source].extend((s, m, seg.lo, seg.hi) for s, m in series)
+    out = defaultdict(list)
+    for source, ranges in by_source.items():
+        ranges.sort()
+        if source.name == RAW:
+            for (s, m), points in store.raw_points(db, ranges).items():
+                counter = m in counters
+                out[s, m].extend(State.of_points(t, ((t, v),), counter) for t, v in points)
+        else:
+            for row in store.tier_rows(db, source.tier, ranges):
+                out[row[0], row[1]].append(State.from_row(row[2], row[3:]))
+    for states in out.values():
+        states.sort(key=lambda st: st.start)
+    return out
+
+
+def stat_values(state, stats):
+    """The requested statistics of a merged state (None when it is empty)."""
+    out = {}
+    for name in stats:
+        if not state.count:
+            out[name] = None
+        elif name == "avg":
+            out[name] = state.sum / state.count
+        elif name == "min":
+            out[name] = state.min
+        elif name == "max":
+            out[name] = state.max
+        elif name == "sum":
+            out[name] = state.sum
+        elif name == "count":
+            out[name] = state.count
+        elif name == "last":
+            out[name] = state.last
+        else:
+            out[name] = state.sketch.quantile(PERCENTILES[name], state.min, state.max)
+    return out
+
+
+def percentile_error(stats, segments):
+    return ALPHA if uses_tier(segments) and any(s in PERCENTILES for s in stats) else 0.0
+
+
+def buckets(db, sid, mid, lo, hi, every_us, segments, counters, stats):
+    """``[(bucket start us, {stat: value})]`` of the non-empty buckets."""
+    states = fetch(db, [(sid, mid)], segments, counters).get((sid, mid), [])
+    groups = defaultdict(list)
+    for st in states:
+        groups[st.start - st.start % every_us].append(st)
+    return [(g, stat_values(merge_ordered(g, parts), stats))
+            for g, parts in sorted(groups.items())]
+
+
+def summary(db, sid, mid, segments, counters, stats):
+    states = fetch(db, [(sid, mid)], segments, counters).get((sid, mid), [])
+    return stat_values(merge_ordered(0, states), stats)
+
+
+def rates(db, sid, mid, every_us, max_gap_us, segments, counters):
+    """``[(bucket us, delta, seconds, pairs)]``: pairs counted in the bucket
+    of their later sample, as raw ``rate()`` does."""
+    states = fetch(db, [(sid, mid)], segments, counters).get((sid, mid), [])
+    out = {}
+    prev = None
+    for st in states:
+        g = st.start - st.start % every_us
+        delta, seconds, pairs = out.get(g, (0.0, 0.0, 0))
+        delta, seconds, pairs = delta + st.increase, seconds + st.elapsed, pairs + st.pairs
+        if prev is not None:
+            gap = st.first_at - prev.last_at
+            if gap <= max_gap_us:
+                delta += st.first - prev.last if st.first >= prev.last else st.first
+                seconds += gap / 1e6
+                pairs += 1
+        out[g] = (delta, seconds, pairs)
+        prev = st
+    return [(g,) + v for g, v in sorted(out.items()) if v[2]]
+
+
+def top(db, server_ids, mid, segments, counters, stat):
+    """``{sid: value}`` of ``stat`` over the segments for each server."""
+    states = fetch(db, [(s, mid) for s in server_ids], segments, counters)
+    out = {}
+    for (sid, _), parts in states.items():
+        value = stat_values(merge_ordered(0, parts), (stat,))[stat]
+        if value is not None:
+            out[sid] = value
+    return out
+
+
+def rate_sources(all_sources, max_gap_us):
+    """Tiers whose stored pairs match ``max_gap``: the 5-minute tier for any
+    gap of at least 5 minutes (all its inner pairs are closer), coarser
+    tiers only for exactly the 5-minute gap they were built with."""
+    return [s for s in all_sources if s.name == RAW
+            or (s.width_us <= TIER_MAX_GAP_US and max_gap_us >= TIER_MAX_GAP_US)
+            or max_gap_us == TIER_MAX_GAP_US]
+
+

@@ -1,0 +1,141 @@
+"""The mergeable state of one bucket of one series, and how states merge.
+
+Times are integer epoch microseconds (UTC). Per bucket: count, sum, min,
+max, first and last (time, value), a quantile :class:`Sketch`, and for
+counters the reset-aware ``increase``, the ``elapsed`` seconds and the
+number of ``pairs`` over consecutive samples inside the bucket that are at
+most ``max_gap`` apart (raw ``rate()``'s definition). The pair that
+straddles two buckets is not stored: it is formed when states merge in time
+order (here, at write time for coarser tiers, or at read time) from the
+earlier state's last and the later one's first sample, so rates from a tier
+equal rates from raw.
+"""
+
+from dataclasses import dataclass, field
+
+from .sketch import Sketch
+from .tiers import TIER_MAX_GAP_US, US
+
+COLUMNS = ("n", "total", "low", "high", "first_at", "first_v", "last_at", "last_v",
+           "increase", "elapsed", "pairs", "sketch")
+
+
+def _delta(prev, value):
+    return value - prev if value >= prev else value       # a drop is a reset
+
+
+@dataclass(eq=False)
+class State:
+    """One bucket's state; ``increase``/``elapsed``/``pairs`` are None for gauges."""
+    start: int
+    count: int = 0
+    sum: float = 0.0
+    min: float = None
+    max: float = None
+    first_at: int = None
+    first: float = None
+    last_at: int = None
+    last: float = None
+    increase: float = None
+    elapsed: float = None
+    pairs: int = None
+    sketch: Sketch = field(default_factory=Sketch)
+
+    @classmethod
+    def of_points(cls, start, points, counter=False, max_gap_us=TIER_MAX_GAP_US):
+        """State of ``points`` ((time us, value) ascending, distinct times)."""
+        s = cls(start)
+        s.extend(points, counter, max_gap_us)
+        return s
+
+    def extend(self, points, counter=False, max_gap_us=TIER_MAX_GAP_US):
+        """Add ``points`` that all come after this state's last sample."""
+        sketch_add = self.sketch.add
+        n, total = self.count, self.sum
+        low, high = self.min, self.max
+        inc = self.increase or 0.0
+        el = self.elapsed or 0.0
+        pairs = self.pairs or 0
+        pt, pv = self.last_at, self.last
+        for t, v in points:
+            if n == 0:
+                self.first_at, self.first, low, high = t, v, v, v
+            else:
+                if v < low:
+                    low = v
+                elif v > high:
+                    high = v
+                if counter and t - pt <= max_gap_us:
+                    inc += v - pv if v >= pv else v
+                    el += (t - pt) / US
+                    pairs += 1
+            n += 1
+            total += v
+            sketch_add(v)
+            pt, pv = t, v
+        self.count, self.sum, self.min, self.max = n, total, low, high
+        self.last_at, self.last = pt, pv
+        if counter:
+            self.increase, self.elapsed, self.pairs = inc, el, pairs
+
+    def row(self):
+        """Values in :data:`COLUMNS` order, the sketch encoded."""
+        return (self.count, self.sum, self.min, self.max, self.first_at, self.first,
+                self.last_at, self.last, self.increase, self.elapsed, self.pairs,
+                self.sketch.encode())
+
+    @classmethod
+    def from_row(cls, start, values, decode=True):
+        (count, total, low, high, first_at, first, last_at, last, inc, el, pairs,
+         sketch) = values
+        return cls(start, count, total, low, high, first_at, first, last_at, last, inc, el,
+                   pairs, Sketch.decode(sketch) if decode and sketch is not None else Sketch())
+
+    def copy_into(self, start):
+        out = State(start)
+        out.absorb(self)
+        return out
+
+    def absorb(self, later, max_gap_us=TIER_MAX_GAP_US, ordered=True):
+        """Merge ``later`` (whose samples all come after ours when ``ordered``)
+        into this state. Counters need order; gauges merge in any order."""
+        if not later.count:
+            return self
+        if not self.count:
+            (self.count, self.sum, self.min, self.max, self.first_at, self.first,
+             self.last_at, self.last, self.increase, self.elapsed, self.pairs) = (
+                later.count, later.sum, later.min, later.max, later.first_at, later.first,
+                later.last_at, later.last, later.increase, later.elapsed, later.pairs)
+            self.sketch = Sketch().merge(later.sketch)
+            return self
+        if self.increase is not None and later.increase is not None:
+            inc, el, pairs = (self.increase + later.increase, self.elapsed + later.elapsed,
+                              self.pairs + later.pairs)
+            gap = later.first_at - self.last_at
+            if gap <= max_gap_us:
+                inc += _delta(self.last, later.first)
+                el += gap / US
+                pairs += 1
+            self.increase, self.elapsed, self.pairs = inc, el, pairs
+        self.count += later.count
+        self.sum += later.sum
+        self.min = min(self.min, later.min)
+        self.max = max(self.max, later.max)
+        if later.first_at < self.first_at:
+            self.first_at, self.first = later.first_at, later.first
+        if later.last_at > self.last_at:
+            self.last_at, self.last = later.last_at, later.last
+        self.sketch.merge(later.sketch)
+        return self
+
+    def overlaps(self, other):
+        """True when the two states' samples interleave in time."""
+        return not (other.first_at > self.last_at or other.last_at < self.first_at)
+
+
+def merge_ordered(start, states, max_gap_us=TIER_MAX_GAP_US):
+    """One state from ``states`` sorted by time and not overlapping."""
+    out = State(start)
+    for s in states:
+        out.absorb(s, max_gap_us)
+    return out
