@@ -15,8 +15,6 @@ from ..queries import PERCENTILES
 from ..timeutil import EPOCH, ONE_US, from_micros, to_micros
 from .base import Dialect
 
-TIER_5M_US = 300_000_000          # the finest rollup tier's width (rollups.tiers)
-
 PLAIN = {"avg": "AVG(v)", "min": "MIN(v)", "max": "MAX(v)", "sum": "SUM(v)",
          "count": "COUNT(*)"}
 # Window columns for grouped_stats, each computed only when a stat needs it
@@ -166,7 +164,6 @@ class SqliteWriter:
 
     def __init__(self, db, dialect, target, tiers=None):
         self.tiers = tiers
-        self.counts = {}
         names = target.columns + ("collected_at",)
         self.db, self.dialect = db, dialect
         self.sql = "INSERT OR IGNORE INTO %s (%s) VALUES (%s)" % (
@@ -183,33 +180,14 @@ class SqliteWriter:
     def add(self, rows):
         if rows:
             rows = sorted(rows, key=self.order)
-            if self.tiers is None:
-                self.inserted += self.cursor.executemany(self.sql, rows).rowcount
-            else:
-                self._add_counted(rows)
-
-    def _add_counted(self, rows):
-        # One executemany per (series, 5-minute bucket): its rowcount is the
-        # number of that bucket's rows actually inserted.
-        self.tiers.add(rows)
-        executemany, counts, width = self.cursor.executemany, self.counts, TIER_5M_US
-        i, n = 0, len(rows)
-        while i < n:
-            sid, mid, _, us = rows[i]
-            b = us - us % width
-            end, j = b + width, i + 1
-            while j < n and rows[j][3] < end and rows[j][1] == mid and rows[j][0] == sid:
-                j += 1
-            inserted = executemany(self.sql, rows[i:j]).rowcount
-            if inserted:
-                key = (sid, mid, b)
-                counts[key] = counts.get(key, 0) + inserted
-                self.inserted += inserted
-            i = j
+            inserted = self.cursor.executemany(self.sql, rows).rowcount
+            self.inserted += inserted
+            if self.tiers is not None:
+                self.tiers.add(rows, inserted)
 
     def finish(self, ensure_partitions):
         if self.tiers is not None:
-            self.tiers.apply(self.counts)
+            self.tiers.apply()
         return self.inserted
 
     def __exit__(self, *exc):

@@ -16,7 +16,8 @@ from ..partitioning import ensure_months
 from ..settings import effective_tier_retention, get_retention_days
 from ..timeutil import EPOCH, check_range, from_micros, month_start, to_micros, to_utc, utcnow
 from . import store
-from .state import State, merge_ordered
+from .rebuild_helpers import coarsen
+from .state import State
 from .tiers import TIER_5M, TIER_TABLES, TIERS, finer
 
 DAY = timedelta(days=1)
@@ -100,15 +101,6 @@ def rebuild_day(db, day, counters):
             states = coarsen(states, tier.width_us)
             store.write_states(db, tier, states)
     return len(fives)
-
-
-def coarsen(states, width_us):
-    """Merge ``{(sid, mid, b): State}`` into buckets of ``width_us`` (in time order)."""
-    groups = {}
-    for key in sorted(states):
-        s, m, b = key
-        groups.setdefault((s, m, b - b % width_us), []).append(states[key])
-    return {k: merge_ordered(k[2], parts) for k, parts in groups.items()}
 
 
 def backfill(db):

@@ -13,6 +13,7 @@ A 5-minute bucket of a smooth gauge takes ~30-40 bytes.
 """
 
 import math
+from collections import Counter
 import struct
 from array import array
 from operator import add
@@ -107,6 +108,20 @@ class Sketch:
             self.neg.add_key(math.ceil(math.log(-v) * INV_LOG_GAMMA))
         else:
             self.zero += 1
+
+    def add_many(self, values):
+        """Add every value of a sequence (faster than :meth:`add` one by one)."""
+        log, ceil, inv = math.log, math.ceil, INV_LOG_GAMMA
+        if values and min(values) >= ZERO:
+            counted = Counter([ceil(log(v) * inv) for v in values])
+            low, high = min(counted), max(counted)
+            counts = [0] * (high - low + 1)
+            for k, c in counted.items():
+                counts[k - low] = c
+            self.pos.merge(Store(low, counts))
+            return
+        for v in values:
+            self.add(v)
 
     def merge(self, other):
         """Add ``other``'s counts to this sketch (in place); returns self."""

@@ -50,33 +50,33 @@ class State:
 
     def extend(self, points, counter=False, max_gap_us=TIER_MAX_GAP_US):
         """Add ``points`` that all come after this state's last sample."""
-        sketch_add = self.sketch.add
-        n, total = self.count, self.sum
-        low, high = self.min, self.max
-        inc = self.increase or 0.0
-        el = self.elapsed or 0.0
-        pairs = self.pairs or 0
-        pt, pv = self.last_at, self.last
-        for t, v in points:
-            if n == 0:
-                self.first_at, self.first, low, high = t, v, v, v
-            else:
-                if v < low:
-                    low = v
-                elif v > high:
-                    high = v
-                if counter and t - pt <= max_gap_us:
+        if not points:
+            return
+        values = [v for _, v in points]
+        self.sketch.add_many(values)
+        low, high = min(values), max(values)
+        if self.count:
+            low, high = min(low, self.min), max(high, self.max)
+        else:
+            self.first_at, self.first = points[0]
+        if counter:
+            inc = self.increase or 0.0
+            el = self.elapsed or 0.0
+            pairs = self.pairs or 0
+            pt, pv = (self.last_at, self.last) if self.count else points[0]
+            for t, v in points if self.count else points[1:]:
+                if t - pt <= max_gap_us:
                     inc += v - pv if v >= pv else v
                     el += (t - pt) / US
                     pairs += 1
-            n += 1
-            total += v
-            sketch_add(v)
-            pt, pv = t, v
-        self.count, self.sum, self.min, self.max = n, total, low, high
-        self.last_at, self.last = pt, pv
-        if counter:
+                pt, pv = t, v
             self.increase, self.elapsed, self.pairs = inc, el, pairs
+        total = self.sum
+        for v in values:                     # in time order, as the raw SUM adds
+            total += v
+        self.count += len(values)
+        self.sum, self.min, self.max = total, low, high
+        self.last_at, self.last = points[-1]
 
     def row(self):
         """Values in :data:`COLUMNS` order, the sketch encoded."""
