@@ -15,11 +15,11 @@ from array import array
 from datetime import datetime, timedelta
 
 import click
-import peewee as pw
 
 from . import demo as demo_data
 from .connection import connect, default_url
-from .errors import MetricstoreError, QueryError
+from .errors import MetricstoreError, QueryError, ValidationError
+from .guard import DRIVER_ERRORS
 from .maintenance import maintain as run_maintenance
 from .partitioning import SERIES_TABLES, PartitionManager
 from .partitioning.plan import human_bytes
@@ -33,7 +33,8 @@ from .status import status as tenant_status
 from .textplot import sparkline, table
 from .timeutil import parse_duration, parse_when, utcnow
 
-EXIT_USAGE, EXIT_ATTENTION = 2, 1
+EXIT_USAGE, EXIT_ATTENTION, EXIT_ENVIRONMENT = 2, 1, 1
+INGEST_COMMIT_ROWS = 20_000
 
 url_option = click.option("--url", envvar="DATABASE_URL", default=None,
                           help="Database URL (default: $DATABASE_URL, else "
@@ -199,6 +200,9 @@ def partitions(url):
                          manager.rows(p),
                          human_bytes(p.bytes), "yes" if p.owned else "NO"))
     click.echo(table(["table", "partition", "from", "to", "rows", "size", "managed"], rows))
+    for conflict in manager.plan().conflicts:
+        click.echo("BLOCKED %s %s: %s" % (conflict.table, conflict.month.strftime("%Y-%m"),
+                                          conflict))
 
 
 @cli.command()
@@ -350,11 +354,21 @@ def rollups_rebuild(url, start, end):
 @click.option("--format", "fmt", type=click.Choice(["auto", "csv", "jsonl"]), default="auto",
               show_default=True, help="Input format (auto: by file name, else CSV).")
 @click.option("--skip-invalid", is_flag=True,
-              help="Store the valid rows and report the rest (default: all or nothing).")
-def ingest(file, url, fmt, skip_invalid):
+              help="Store the valid rows and report the rest (default: stop at a bad row).")
+@click.option("--atomic", is_flag=True,
+              help="One transaction for the whole input: all rows or none (holds the "
+                   "write lock for the final insert of everything).")
+@click.option("--commit-every", type=click.IntRange(1), default=INGEST_COMMIT_ROWS,
+              show_default=True, help="Rows per committed transaction (without --atomic).")
+def ingest(file, url, fmt, skip_invalid, atomic, commit_every):
     """Load samples from CSV or JSON Lines (- for stdin), streamed.
 
     Rows: server_id, metric, value, collected_at (ISO-8601 with an offset).
+    The input is read and validated without holding the database's write
+    lock; rows are committed every --commit-every rows, so other writers
+    never wait long. If a load fails part-way, re-running the same input is
+    safe: ingest is idempotent, rows already stored are skipped as
+    duplicates. --atomic commits everything at once instead.
 
     \b
     Example:
@@ -381,15 +395,16 @@ def ingest(file, url, fmt, skip_invalid):
                 if n % 10_000 == 0:
                     bar.update(consumed[0] - bar.pos)
         try:
-            result = repo.record_many(tracked(), on_error="skip" if skip_invalid else "raise")
-        except MetricstoreError as exc:
-            errors = getattr(exc, "errors", None)
-            if errors is None:
-                raise
-            _report_rejected(errors, lines)
-            raise MetricstoreError("%d invalid row(s); nothing was written (fix them, or "
-                                   "pass --skip-invalid to store the valid rows)"
-                                   % len(errors)) from None
+            result = repo.record_many(tracked(), on_error="skip" if skip_invalid else "raise",
+                                      commit_every=None if atomic else commit_every)
+        except ValidationError as exc:
+            _report_rejected(exc.errors, lines)
+            kept = ("nothing was written" if not exc.committed else
+                    "rows before line %d were committed, nothing after; re-running the "
+                    "fixed input is safe" % lines[exc.committed])
+            raise MetricstoreError("%d invalid row(s); %s (fix them, or pass --skip-invalid "
+                                   "to store the valid rows)" % (len(exc.errors), kept)) \
+                from None
         bar.update(size)
     _report_rejected(result.rejected, lines)
     click.echo("inserted %d, duplicates %d, rejected %d" % (
@@ -598,17 +613,22 @@ def main(argv=None):
         echo_err("error: %s" % exc.format_message())
         return EXIT_USAGE
     except MetricstoreError as exc:
-        echo_err("error: %s" % str(exc).splitlines()[0])
-        return EXIT_USAGE
-    except pw.DatabaseError as exc:
-        message = str(exc).strip().splitlines()[0]
-        if "does not exist" in message or "no such table" in message:
-            message += " (is the tenant provisioned? run `metricstore init`)"
-        echo_err("error: database: %s" % message)
-        return EXIT_USAGE
+        echo_err("error: %s" % _one_line(exc))
+        return exc.exit_code
+    except DRIVER_ERRORS as exc:          # a path the library failed to guard
+        echo_err("error: database: %s" % _one_line(exc))
+        return EXIT_ENVIRONMENT
+    except OSError as exc:                # e.g. stdout or an input file went away
+        echo_err("error: %s" % _one_line(exc))
+        return EXIT_ENVIRONMENT
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
     return 0
+
+
+def _one_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def entry_point():

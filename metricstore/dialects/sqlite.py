@@ -7,10 +7,15 @@ series' points sit together and the key is also the covering index.
 """
 
 import json
+import os
+from contextlib import contextmanager
 from datetime import timedelta
 from itertools import repeat
 from operator import add, itemgetter
 
+import peewee as pw
+
+from .. import errors as E
 from ..queries import PERCENTILES
 from ..timeutil import EPOCH, ONE_US, from_micros, to_micros
 from .base import Dialect
@@ -22,6 +27,31 @@ PLAIN = {"avg": "AVG(v)", "min": "MIN(v)", "max": "MAX(v)", "sum": "SUM(v)",
 ORDER_WINDOWS = ("ROW_NUMBER() OVER (PARTITION BY g ORDER BY v) - 1 AS rn, "
                  "COUNT(*) OVER (PARTITION BY g) AS n")
 LAST_WINDOW = "ROW_NUMBER() OVER (PARTITION BY g ORDER BY t DESC) AS recent"
+
+
+READ_ONLY = (E.ReadOnlyError, "the file (or its folder, or its file system) is read-only",
+             "make the file and its folder writable (SQLite writes -wal/-shm files beside it)")
+# (message fragment, class, what happened, the fix); first match wins.
+SQLITE_ERRORS = (
+    ("database is locked", E.LockTimeoutError,
+     "another connection held the write lock longer than busy_timeout",
+     "retry, or raise ?busy_timeout= (seconds) in the URL"),
+    ("database table is locked", E.LockTimeoutError, "a table is locked by this connection",
+     "finish the open statement or transaction first"),
+    ("disk is full", E.DiskFullError, "the disk holding the file is full",
+     "free space on that disk; nothing of the failed call was kept"),
+    ("readonly database",) + READ_ONLY,
+    ("unable to open database", E.DatabaseMissingError, "the file cannot be opened",
+     "check the path in the URL and the folder's permissions"),
+    ("no such table", E.SchemaError, "the tenant is not provisioned",
+     "run `metricstore init URL` or metricstore.provision(db) first"),
+    ("not a database", E.DatabaseError, "the file is not an SQLite database",
+     "point the URL at a metricstore SQLite file"),
+    ("malformed", E.DatabaseError, "the file is corrupt",
+     "restore it from a backup; `sqlite3 FILE .recover` may save rows"),
+    ("disk i/o error", E.DatabaseError, "the operating system failed a read or write",
+     "check the disk and the file system"),
+)
 
 
 class SqliteDialect(Dialect):
@@ -36,6 +66,19 @@ class SqliteDialect(Dialect):
 
     def table_suffix(self, table):
         return " WITHOUT ROWID" if table.series else ""
+
+    def classify(self, exc, connecting=False, lost=False, db=None):
+        message = str(exc).lower()
+        path = getattr(db, "database", None)
+        if "unable to open" in message and path and os.path.isfile(path) \
+                and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            # WAL mode must create FILE-shm beside the file: a read-only
+            # folder or file system fails to "open" an existing file.
+            return READ_ONLY
+        for fragment, cls, reason, fix in SQLITE_ERRORS:
+            if fragment in message:
+                return cls, reason, fix
+        return super().classify(exc, connecting, lost, db)
 
     def time_param(self, dt):
         return to_micros(dt)
@@ -103,10 +146,34 @@ class SqliteDialect(Dialect):
         return "SELECT g, %s FROM (SELECT g, %s FROM (%s) r GROUP BY g) agg" % (
             ", ".join(outer), ", ".join(middle), ranked)
 
+    @contextmanager
     def write_transaction(self, db):
-        # BEGIN IMMEDIATE takes the write lock first: two writers queue on the
-        # busy timeout instead of failing to upgrade a read lock.
-        return db.atomic("IMMEDIATE")
+        """BEGIN IMMEDIATE ... COMMIT: the write lock first, so two writers queue
+        on the busy timeout instead of failing to upgrade a read lock.
+
+        On a failure the transaction is rolled back without masking the error
+        that caused it: SQLite itself rolls back on e.g. a full disk, and the
+        second ROLLBACK ("cannot rollback - no transaction is active") must not
+        replace "database or disk is full".
+        """
+        txn = db.atomic("IMMEDIATE")
+        txn.__enter__()
+        try:
+            yield txn
+        except BaseException as exc:
+            try:
+                txn.__exit__(type(exc), exc, exc.__traceback__)
+            except pw.DatabaseError:
+                if _in_transaction(db):
+                    raise               # a rollback that really failed
+            raise
+        try:
+            txn.__exit__(None, None, None)
+        except pw.DatabaseError as failure:
+            original = failure.__context__     # COMMIT failed, then its ROLLBACK did
+            if isinstance(original, pw.DatabaseError) and not _in_transaction(db):
+                raise original from original.__cause__
+            raise
 
     def table_columns(self, db, table):
         rows = db.execute_sql("SELECT name, type, \"notnull\" FROM pragma_table_info(?)",
@@ -149,46 +216,80 @@ class SqliteDialect(Dialect):
         db.cursor().executemany(sql, rows)
 
     def writer(self, db, target, tiers=None):
-        """Bulk writer for ingest: INSERT OR IGNORE via executemany in one
-        BEGIN IMMEDIATE transaction (all rows or none)."""
+        """Bulk writer for ingest: rows staged in a TEMP table outside any lock,
+        then one INSERT OR IGNORE ... SELECT per commit under BEGIN IMMEDIATE
+        (with ``tiers``, the rollup update in that same transaction)."""
         return SqliteWriter(db, self, target, tiers)
+
+
+def _in_transaction(db):
+    """Whether SQLite (not peewee's bookkeeping) has a transaction open."""
+    return not db.is_closed() and db.connection().in_transaction
 
 
 class SqliteWriter:
     """See :meth:`SqliteDialect.writer`. Rows: value columns then epoch us.
 
-    Each chunk is inserted in key order (a stable sort, so of rows repeating
-    a key the first still wins): one series' rows then hit the same B-tree
-    pages back to back instead of every series' page once per timestamp.
+    Staging: each chunk is sorted by key (stable, so of rows repeating a key
+    the first still wins) and appended to ``temp.metricstore_stage_<table>``.
+    TEMP tables live in the connection's temp database, so filling it takes
+    no lock on the tenant file: other writers (a collector, maintenance) go
+    on while the input is read and validated, however slowly it arrives.
+    :meth:`flush` then takes the write lock for one
+    ``INSERT OR IGNORE ... SELECT`` in staging order (key order within each
+    chunk, as measured fastest: one series' rows hit the same B-tree pages
+    back to back) and empties the stage. One flush is one transaction: an
+    atomic batch is flushed once, at the end.
     """
 
     def __init__(self, db, dialect, target, tiers=None):
+        q = dialect.quote
+        names = dialect.cols(target.columns + ("collected_at",))
         self.tiers = tiers
-        names = target.columns + ("collected_at",)
         self.db, self.dialect = db, dialect
-        self.sql = "INSERT OR IGNORE INTO %s (%s) VALUES (%s)" % (
-            dialect.quote(target.table), dialect.cols(names), ", ".join("?" * len(names)))
+        self.stage = "temp." + q("metricstore_stage_" + target.table)
+        self.create = "CREATE TEMP TABLE IF NOT EXISTS %s (%s)" % (self.stage, names)
+        self.append = "INSERT INTO %s VALUES (%s)" % (
+            self.stage, ", ".join("?" * (len(target.columns) + 1)))
+        self.insert = ("INSERT OR IGNORE INTO main.%s (%s) SELECT %s FROM %s ORDER BY rowid"
+                       % (q(target.table), names, names, self.stage))
         self.order = itemgetter(*target.key_positions)
-        self.inserted = 0
+        self.staged = 0
 
     def __enter__(self):
-        self.txn = self.dialect.write_transaction(self.db)
-        self.txn.__enter__()
         self.cursor = self.db.cursor()
+        self.cursor.execute(self.create)
+        self.cursor.execute("DELETE FROM %s" % self.stage)
         return self
 
     def add(self, rows):
         if rows:
             rows = sorted(rows, key=self.order)
-            inserted = self.cursor.executemany(self.sql, rows).rowcount
-            self.inserted += inserted
+            with self.db.atomic():      # a transaction on the temp database only
+                self.cursor.executemany(self.append, rows)
+            self.staged += len(rows)
             if self.tiers is not None:
-                self.tiers.add(rows, inserted)
+                self.tiers.add(rows)
 
-    def finish(self, ensure_partitions):
-        if self.tiers is not None:
-            self.tiers.apply()
-        return self.inserted
+    def flush(self, ensure_partitions):
+        """Insert the staged rows in one transaction; return how many were new."""
+        if not self.staged:
+            return 0
+        with self.dialect.write_transaction(self.db):
+            inserted = self.cursor.execute(self.insert).rowcount
+            if self.tiers is not None:
+                self.tiers.flushed(inserted)
+        self._clear()
+        return inserted
 
-    def __exit__(self, *exc):
-        return self.txn.__exit__(*exc)
+    def _clear(self):
+        self.cursor.execute("DELETE FROM %s" % self.stage)
+        self.staged = 0
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None and self.staged and not _in_transaction(self.db):
+            try:
+                self._clear()               # free the staged rows now
+            except pw.DatabaseError:
+                pass                        # never hide the error being raised
+        return False

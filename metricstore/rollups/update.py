@@ -1,16 +1,16 @@
 """The write path's tier update: runs inside the write transaction, from
 exactly the rows that were inserted.
 
-The writer hands each sorted chunk of validated rows to :meth:`TierUpdater.add`,
+The writer hands each sorted chunk of staged rows to :meth:`TierUpdater.add`,
 which builds the chunk's 5-minute states in Python (of rows repeating a key
-the first wins, as in the raw insert). Which rows were inserted comes from
-the engine: PostgreSQL's insert returns the count per (series, 5-minute
-bucket) (:meth:`TierUpdater.apply` gets it); SQLite's writer passes each
-chunk's insert count to :meth:`~TierUpdater.add`: a chunk inserted whole is
-taken as built, a chunk inserted not at all (a re-send) is skipped, and a
-partly inserted one marks its buckets to be recomputed from raw.
+the first wins, as in the raw insert), and after each flush's raw insert,
+in the same transaction, what was inserted to :meth:`~TierUpdater.flushed`:
+PostgreSQL's insert returns the count per (series, 5-minute bucket);
+SQLite's the number of rows: a flush inserted whole takes the batch states
+as built, one inserted not at all (a re-send) changes nothing, and a partly
+inserted one is recomputed from raw.
 
-:meth:`~TierUpdater.apply` then merges each bucket's batch state into the
+The update then merges each bucket's batch state into the
 stored one (in time order; counter samples that interleave with stored ones
 are recomputed from raw instead), does the same one level up for hours and
 days, and upserts. A re-sent batch inserts nothing and so changes no tier.
@@ -56,58 +56,63 @@ class TierUpdater:
     """Keeps the tiers in step with one ``record_many`` call.
 
     ``counters``: ids of the counter metric types (their states carry the
-    reset-aware increase). Holds one state per touched 5-minute bucket.
+    reset-aware increase). Holds one state per 5-minute bucket the rows
+    staged since the last flush touch.
     """
 
     def __init__(self, db, counters):
         self.db = db
         self.counters = frozenset(counters)
         self.deltas = {}
-        self.counts = {}            # SQLite: rows inserted per bucket (REDO: recompute)
+        self.redo = set()           # buckets whose batch rows overlap: recompute
 
-    def add(self, rows, inserted=None):
-        """Rows ``(sid, mid, value, us)`` sorted by (sid, mid, us). ``inserted``:
-        how many of them the raw insert stored (None: told later, in apply)."""
-        if inserted == 0:
-            return
-        chunk = chunk_states(rows, self.counters)
-        deltas, counts = self.deltas, self.counts
-        whole = inserted is None or inserted == sum(s.count for s in chunk.values())
-        for key, new in chunk.items():
+    def add(self, rows):
+        """Staged rows ``(sid, mid, value, us)`` sorted by (sid, mid, us)."""
+        deltas, redo = self.deltas, self.redo
+        for key, new in chunk_states(rows, self.counters).items():
             old = deltas.get(key)
-            if not whole or counts.get(key) == REDO:
-                counts[key] = REDO
-                deltas.setdefault(key, new)
-                continue
-            counts[key] = counts.get(key, 0) + new.count
             if old is None:
                 deltas[key] = new
+            elif key in redo:
+                continue
             elif new.first_at > old.last_at:
                 old.absorb(new)
             elif new.last_at < old.first_at:
                 deltas[key] = new.absorb(old)
-            else:                            # a key seen in an earlier chunk
-                counts[key] = REDO
+            else:                            # a key staged twice
+                redo.add(key)
 
     def months(self):
-        """Month starts (UTC) of the buckets this batch touches."""
+        """Month starts (UTC) of the buckets the staged rows touch."""
         return sorted({month_start(from_micros(k[2])) for k in self.deltas})
 
-    def apply(self, inserted=None):
-        """Update the tiers. ``inserted``: ``{(sid, mid, 5-minute bucket us):
-        rows inserted}`` (PostgreSQL); None uses what :meth:`add` was told."""
+    def flushed(self, inserted):
+        """Inside the flush's transaction, after the raw insert: update the tiers.
+
+        ``inserted``: ``{(sid, mid, 5-minute bucket us): rows inserted}``
+        (PostgreSQL), or the number of staged rows inserted (SQLite): all of
+        them (each batch state is exact), none (a re-send: nothing to do),
+        or some (every bucket of the flush is recomputed from raw).
+        """
+        deltas, redo = self.deltas, self.redo
+        self.deltas, self.redo = {}, set()
+        if not isinstance(inserted, dict):
+            if not inserted:
+                return
+            whole = not redo and inserted == sum(s.count for s in deltas.values())
+            inserted = {key: (s.count if whole else REDO) for key, s in deltas.items()}
+        self.apply(deltas, redo, inserted)
+
+    def apply(self, deltas, redo, inserted):
         db, counters = self.db, self.counters
-        if inserted is None:
-            inserted = self.counts
-        delta, redo = {}, set()
+        delta, again = {}, set(redo)
         for key, n in inserted.items():
-            state = self.deltas.get(key)
-            if n == REDO or state is None or state.count != n or \
-                    self.counts.get(key) == REDO:
-                redo.add(key)
+            state = deltas.get(key)
+            if n == REDO or state is None or state.count != n or key in redo:
+                again.add(key)
             elif n:
                 delta[key] = state
-        finer, width = None, W5
+        redo, finer = again, None
         for tier in (TIER_5M, TIER_1H, TIER_1D):
             width = tier.width_us
             if finer is not None:            # one level up: merge the batch states
@@ -115,15 +120,14 @@ class TierUpdater:
                 redo = {(s, m, b - b % width) for s, m, b in redo}
                 for key in redo:
                     delta.pop(key, None)
-            merged, again = merge_stored(db, tier, delta, counters)
-            redo |= again
+            merged, interleaved = merge_stored(db, tier, delta, counters)
+            redo |= interleaved
             if finer is None:
                 merged.update(store.from_raw(db, sorted(redo), width, counters))
             else:
                 merged.update(store.from_finer(db, finer, sorted(redo), width))
             store.write_states(db, tier, merged)
             finer = tier
-        self.deltas, self.counts = {}, {}
 
 
 def merge_stored(db, tier, delta, counters):
