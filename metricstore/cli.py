@@ -145,9 +145,25 @@ def fleet_view(repo, fleet, now):
         if values:
             out.append("  %-19s %s  avg %.1f/s" % (metric, sparkline(values),
                                                    sum(values) / len(values)))
+    out.append(month_view(repo, sid, name, now))
     silent = repo.silent_servers(now - timedelta(minutes=30))
     if silent:
         out.append("\nSilent for 30 min: %s" % ", ".join(s.name for s in silent))
+    return "\n".join(out)
+
+
+def month_view(repo, sid, name, now):
+    """30 days of CPU in daily buckets and the fleet's 30-day p95 ranking,
+    served from the rollup tiers (the resolution is printed)."""
+    month = now - timedelta(days=30)
+    days = repo.buckets(sid, "cpu_percent", month, now, timedelta(days=1),
+                        stats=("avg", "p95"), fill=True)
+    top = repo.top("cpu_percent", month, now, n=3, stat="p95")
+    out = ["\n%s CPU, last 30 days (1-day buckets; served from %s)" % (name, days.resolution),
+           "  %s" % sparkline([b.avg for b in days]),
+           "Top servers by CPU p95, last 30 days (served from %s, within %.0f %%): %s" % (
+               top.resolution, 100 * top.error,
+               ", ".join("%s %.1f" % (r.server_name, r.value) for r in top))]
     return "\n".join(out)
 
 
