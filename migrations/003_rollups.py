@@ -8,6 +8,7 @@ here, so the tiers cover everything raw holds from the start.
 """
 
 from metricstore.dialects import dialect_for
+from metricstore.rollups.rebuild import backfill
 from metricstore.rollups.schema import SETTINGS_COLUMNS, TIER_TABLES_DDL
 
 
@@ -20,7 +21,6 @@ def migrate(migrator, database, *, fake=False):
         database.execute_sql("ALTER TABLE tenant_settings ADD COLUMN %s"
                              % dialect.column_sql(column))
     if not fake:
-        from metricstore.rollups.rebuild import backfill
         backfill(database)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import metricstore
 from metricstore import ConfigurationError, provision, schema
+from metricstore.partitioning import SERIES_TABLES
 from metricstore.settings import get_retention_days, set_retention_days
 
 UTC = timezone.utc

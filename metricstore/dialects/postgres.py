@@ -252,7 +252,7 @@ class PostgresDialect(Dialect):
         return {"rs": list(s), "rm": list(m), "rlo": list(lo), "rhi": list(hi)}
 
     def upsert_rows(self, db, table, columns, rows):
-        from psycopg2.extras import execute_values
+        from psycopg2.extras import execute_values   # psycopg2 is an optional extra
         n = len(columns)
         template = "(%%s, %%s, %s, %s)" % (self.time_from_micros_sql("%s"),
                                            ", ".join(["%s"] * n))

@@ -11,7 +11,7 @@ Each answer says which resolution served it.
 from collections import defaultdict
 from datetime import timedelta
 
-from ..settings import effective_tier_retention, get_retention_days
+from ..settings import effective_retention
 from ..timeutil import ONE_US, to_micros
 from . import store
 from .planner import Source, plan, usable
@@ -37,10 +37,10 @@ class Summary(dict):
 
 def sources(db, now):
     """Every source, coarsest tier first, raw last, with its horizon (us)."""
-    days = effective_tier_retention(db)
+    raw_days, days = effective_retention(db)
     out = [Source(t.name, t.width_us, to_micros(now - timedelta(days=days[t.name])), t)
            for t in reversed(TIERS)]
-    out.append(Source(RAW, 0, to_micros(now - timedelta(days=get_retention_days(db)))))
+    out.append(Source(RAW, 0, to_micros(now - timedelta(days=raw_days))))
     return out
 
 
@@ -53,9 +53,10 @@ def uses_tier(segments):
     return any(s.source.name != RAW for s in segments)
 
 
-def fetch(db, series, segments, counters):
+def fetch(db, series, segments, counters, sketches=True):
     """``{(sid, mid): [State ...]}`` in time order over ``segments`` for each
-    (sid, mid) in ``series``; raw points become one-sample states."""
+    (sid, mid) in ``series``; raw points become one-sample states. Without
+    ``sketches`` the states carry empty sketches (no decoding)."""
     by_source = defaultdict(list)
     for seg in segments:
         by_source[seg.source].extend((s, m, seg.lo, seg.hi) for s, m in series)
@@ -65,10 +66,10 @@ def fetch(db, series, segments, counters):
         if source.name == RAW:
             for (s, m), points in store.raw_points(db, ranges).items():
                 counter = m in counters
-                out[s, m].extend(State.of_points(t, ((t, v),), counter) for t, v in points)
+                out[s, m].extend(State.of_point(t, v, counter, sketches) for t, v in points)
         else:
-            for row in store.tier_rows(db, source.tier, ranges):
-                out[row[0], row[1]].append(State.from_row(row[2], row[3:]))
+            for row in store.tier_rows(db, source.tier, ranges, sketches):
+                out[row[0], row[1]].append(State.from_row(row[2], row[3:], sketches))
     for states in out.values():
         states.sort(key=lambda st: st.start)
     return out
@@ -101,25 +102,31 @@ def percentile_error(stats, segments):
     return ALPHA if uses_tier(segments) and any(s in PERCENTILES for s in stats) else 0.0
 
 
+def needs_sketch(stats):
+    return any(s in PERCENTILES for s in stats)
+
+
 def buckets(db, sid, mid, lo, hi, every_us, segments, counters, stats):
     """``[(bucket start us, {stat: value})]`` of the non-empty buckets."""
-    states = fetch(db, [(sid, mid)], segments, counters).get((sid, mid), [])
+    states = fetch(db, [(sid, mid)], segments, counters,
+                   needs_sketch(stats)).get((sid, mid), [])
     groups = defaultdict(list)
     for st in states:
         groups[st.start - st.start % every_us].append(st)
-    return [(g, stat_values(merge_ordered(g, parts), stats))
+    return [(g, stat_values(parts[0] if len(parts) == 1 else merge_ordered(g, parts), stats))
             for g, parts in sorted(groups.items())]
 
 
 def summary(db, sid, mid, segments, counters, stats):
-    states = fetch(db, [(sid, mid)], segments, counters).get((sid, mid), [])
+    states = fetch(db, [(sid, mid)], segments, counters,
+                   needs_sketch(stats)).get((sid, mid), [])
     return stat_values(merge_ordered(0, states), stats)
 
 
 def rates(db, sid, mid, every_us, max_gap_us, segments, counters):
     """``[(bucket us, delta, seconds, pairs)]``: pairs counted in the bucket
     of their later sample, as raw ``rate()`` does."""
-    states = fetch(db, [(sid, mid)], segments, counters).get((sid, mid), [])
+    states = fetch(db, [(sid, mid)], segments, counters, False).get((sid, mid), [])
     out = {}
     prev = None
     for st in states:
@@ -139,7 +146,10 @@ def rates(db, sid, mid, every_us, max_gap_us, segments, counters):
 
 def top(db, server_ids, mid, segments, counters, stat):
     """``{sid: value}`` of ``stat`` over the segments for each server."""
-    states = fetch(db, [(s, mid) for s in server_ids], segments, counters)
+    if stat in ("avg", "min", "max"):
+        return store.totals(db, mid, segments, stat)
+    states = fetch(db, [(s, mid) for s in server_ids], segments, counters,
+                   needs_sketch((stat,)))
     out = {}
     for (sid, _), parts in states.items():
         value = stat_values(merge_ordered(0, parts), (stat,))[stat]

@@ -13,10 +13,12 @@ A 5-minute bucket of a smooth gauge takes ~30-40 bytes.
 """
 
 import math
+from bisect import bisect_right
 from collections import Counter
 import struct
 from array import array
-from operator import add
+from itertools import accumulate, repeat
+from operator import add, mul
 
 ALPHA = 0.01                           # stated relative error of a quantile
 GAMMA = (1 + ALPHA) / (1 - ALPHA)
@@ -111,17 +113,23 @@ class Sketch:
 
     def add_many(self, values):
         """Add every value of a sequence (faster than :meth:`add` one by one)."""
-        log, ceil, inv = math.log, math.ceil, INV_LOG_GAMMA
-        if values and min(values) >= ZERO:
-            counted = Counter([ceil(log(v) * inv) for v in values])
-            low, high = min(counted), max(counted)
-            counts = [0] * (high - low + 1)
-            for k, c in counted.items():
-                counts[k - low] = c
-            self.pos.merge(Store(low, counts))
+        if not values:
             return
-        for v in values:
-            self.add(v)
+        if min(values) < ZERO:
+            positive = [v for v in values if v >= ZERO]
+            for v in values:
+                if v < ZERO:
+                    self.add(v)
+            values = positive
+            if not values:
+                return
+        counted = Counter(map(math.ceil, map(mul, map(math.log, values),
+                                             repeat(INV_LOG_GAMMA))))
+        low, high = min(counted), max(counted)
+        counts = [0] * (high - low + 1)
+        for k, c in counted.items():
+            counts[k - low] = c
+        self.pos.merge(Store(low, counts))
 
     def merge(self, other):
         """Add ``other``'s counts to this sketch (in place); returns self."""
@@ -136,36 +144,47 @@ class Sketch:
 
     def _at_rank(self, rank):
         """Representative of the value of 0-based ``rank`` in ascending order."""
-        seen = 0
-        counts = self.neg.counts
-        for i in range(len(counts) - 1, -1, -1):        # most negative first
-            seen += counts[i]
-            if seen > rank:
-                return -representative(self.neg.offset + i)
-        seen += self.zero
-        if seen > rank:
+        neg = self.neg.counts
+        if neg:
+            cum = list(accumulate(reversed(neg)))          # most negative first
+            if rank < cum[-1]:
+                return -representative(self.neg.offset + len(neg) - 1
+                                       - bisect_right(cum, rank))
+            rank -= cum[-1]
+        if rank < self.zero:
             return 0.0
-        offset = self.pos.offset
-        for i, c in enumerate(self.pos.counts):
-            seen += c
-            if seen > rank:
-                return representative(offset + i)
-        return representative(offset + len(self.pos.counts) - 1) if self.pos else 0.0
+        rank -= self.zero
+        counts = self.pos.counts
+        if not counts:
+            return 0.0
+        cum = list(accumulate(counts))
+        i = bisect_right(cum, rank)
+        return representative(self.pos.offset + min(i, len(counts) - 1))
 
     def quantile(self, q, low=None, high=None):
         """The ``q`` quantile interpolated like ``percentile_cont`` (rank
         ``q * (n - 1)``), clamped to ``[low, high]`` (the exact min and max)
         when given; None when empty. Within ALPHA relative error of the exact
         answer when its two neighbouring order statistics share a sign."""
-        n = self.count
+        if self.neg or self.zero:
+            n = self.count
+            at = self._at_rank
+        else:                                 # the common case: one cumulative pass
+            counts = self.pos.counts
+            cum = list(accumulate(counts))
+            n = cum[-1] if cum else 0
+            last, offset = len(counts) - 1, self.pos.offset
+
+            def at(rank):
+                return representative(offset + min(bisect_right(cum, rank), last))
         if not n:
             return None
         rank = q * (n - 1)
         lo = int(rank)
-        value = self._at_rank(lo)
+        value = at(lo)
         frac = rank - lo
         if frac and lo + 1 < n:
-            value += (self._at_rank(lo + 1) - value) * frac
+            value += (at(lo + 1) - value) * frac
         if low is not None and value < low:
             value = low
         if high is not None and value > high:

@@ -12,12 +12,30 @@ equal rates from raw.
 """
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from .sketch import Sketch
 from .tiers import TIER_MAX_GAP_US, US
 
 COLUMNS = ("n", "total", "low", "high", "first_at", "first_v", "last_at", "last_v",
            "increase", "elapsed", "pairs", "sketch")
+
+
+_TIME, _VALUE = itemgetter(3), itemgetter(2)
+
+
+def _pairs(times, values, max_gap_us):
+    """(increase, elapsed seconds, pairs) over consecutive samples <= max_gap apart."""
+    inc = el = 0.0
+    pairs = 0
+    pt, pv = times[0], values[0]
+    for t, v in zip(times[1:], values[1:]):
+        if t - pt <= max_gap_us:
+            inc += v - pv if v >= pv else v
+            el += (t - pt) / US
+            pairs += 1
+        pt, pv = t, v
+    return inc, el, pairs
 
 
 def _delta(prev, value):
@@ -46,6 +64,36 @@ class State:
         """State of ``points`` ((time us, value) ascending, distinct times)."""
         s = cls(start)
         s.extend(points, counter, max_gap_us)
+        return s
+
+    @classmethod
+    def of_point(cls, t, v, counter=False, sketch=True):
+        """State of one sample (a raw point at a read's edge)."""
+        s = cls(t, 1, v, v, v, t, v, t, v)
+        if counter:
+            s.increase, s.elapsed, s.pairs = 0.0, 0.0, 0
+        if sketch:
+            s.sketch.add(v)
+        return s
+
+    @classmethod
+    def of_rows(cls, start, rows, counter=False, max_gap_us=TIER_MAX_GAP_US):
+        """State of staged rows ``(sid, mid, value, us)`` of one series, sorted
+        by time; of rows repeating a time the first wins (the raw insert's rule)."""
+        times = list(map(_TIME, rows))
+        if len(set(times)) != len(times):
+            points, last = [], None
+            for r in rows:
+                if r[3] != last:
+                    points.append((r[3], r[2]))
+                    last = r[3]
+            return cls.of_points(start, points, counter, max_gap_us)
+        values = list(map(_VALUE, rows))
+        s = cls(start, len(values), sum(values), min(values), max(values),
+                times[0], values[0], times[-1], values[-1])
+        s.sketch.add_many(values)
+        if counter:
+            s.increase, s.elapsed, s.pairs = _pairs(times, values, max_gap_us)
         return s
 
     def extend(self, points, counter=False, max_gap_us=TIER_MAX_GAP_US):

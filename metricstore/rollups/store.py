@@ -25,13 +25,15 @@ def _query(db, template, ranges, **fragments):
     return db.execute_sql(sql, d.ranges_param(list(ranges)))
 
 
-def tier_rows(db, tier, ranges):
+def tier_rows(db, tier, ranges, sketches=True):
     """Raw tuples ``(sid, mid, bucket us, *COLUMNS)`` of ``tier`` in ``ranges``
-    ``[(sid, mid, lo us, hi us)]``, by series then time (read-only)."""
+    ``[(sid, mid, lo us, hi us)]``, by series then time (read-only). Without
+    ``sketches`` the sketch column reads as NULL."""
     d = dialect_for(db)
+    columns = ", ".join("t.%s" % d.quote(c) if c != "sketch" or sketches else "NULL"
+                        for c in COLUMNS)
     return _query(db, TIER_ROWS, ranges, table=d.quote(tier.table),
-                  bucket=d.micros_sql("t.bucket"),
-                  columns=", ".join("t.%s" % d.quote(c) for c in COLUMNS)).fetchall()
+                  bucket=d.micros_sql("t.bucket"), columns=columns).fetchall()
 
 
 def tier_states(db, tier, ranges):
@@ -76,3 +78,30 @@ def from_finer(db, finer_tier, keys, width_us):
         groups[s, m, t - t % width_us].append(State.from_row(t, row[3:]))
     return {key: merge_ordered(key[2], parts, TIER_MAX_GAP_US)
             for key, parts in groups.items()}
+
+
+TIER_TOTALS = ("SELECT server_id, SUM(n), SUM(total), MIN(low), MAX(high) FROM {table} "
+               "WHERE server_id IN (SELECT id FROM servers) AND metric_type_id = :mid "
+               "AND bucket >= {lo} AND bucket < {hi} GROUP BY server_id")
+RAW_TOTALS = ("SELECT server_id, COUNT(*), SUM(value), MIN(value), MAX(value) FROM metrics "
+              "WHERE server_id IN (SELECT id FROM servers) AND metric_type_id = :mid "
+              "AND collected_at >= {lo} AND collected_at < {hi} GROUP BY server_id")
+
+
+def totals(db, mid, segments, stat):
+    """``{server_id: avg|min|max}`` of metric ``mid`` over ``segments``, every
+    server, summed in SQL per source (read-only)."""
+    d = dialect_for(db)
+    acc = {}
+    for seg in segments:
+        raw = seg.source.tier is None
+        sql = (RAW_TOTALS if raw else TIER_TOTALS).format(
+            table=None if raw else d.quote(seg.source.tier.table),
+            lo=d.time_from_micros_sql(":lo"), hi=d.time_from_micros_sql(":hi"))
+        for sid, n, total, low, high in db.execute_sql(d.sql(sql), {"mid": mid, "lo": seg.lo,
+                                                                     "hi": seg.hi}):
+            a = acc.get(sid)
+            acc[sid] = [n, total, low, high] if a is None else [
+                a[0] + n, a[1] + total, min(a[2], low), max(a[3], high)]
+    pick = {"avg": lambda a: a[1] / a[0], "min": lambda a: a[2], "max": lambda a: a[3]}[stat]
+    return {sid: pick(a) for sid, a in acc.items() if a[0]}

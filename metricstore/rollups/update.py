@@ -16,6 +16,9 @@ are recomputed from raw instead), does the same one level up for hours and
 days, and upserts. A re-sent batch inserts nothing and so changes no tier.
 """
 
+from itertools import groupby, repeat
+from operator import floordiv, itemgetter
+
 from ..timeutil import from_micros, month_start
 from . import store
 from .rebuild_helpers import coarsen
@@ -23,30 +26,22 @@ from .state import State
 from .tiers import TIER_1D, TIER_1H, TIER_5M
 
 W5 = TIER_5M.width_us
+_SERIES, _TIME = itemgetter(0, 1), itemgetter(3)
 REDO = -1
 
 
 def chunk_states(rows, counters):
     """``{(sid, mid, 5-minute bucket us): State}`` of rows sorted by (sid, mid, us)."""
     out = {}
-    i, n = 0, len(rows)
-    while i < n:
-        sid, mid, _, us = rows[i]
-        b = us - us % W5
-        end = b + W5
-        points, last, j = [], None, i
-        while j < n:
-            r = rows[j]
-            t = r[3]
-            if t >= end or r[0] != sid or r[1] != mid:
-                break
-            if t != last:                    # a repeated key: the first wins
-                points.append((t, r[2]))
-                last = t
-            j += 1
-        i = j
-        key = (sid, mid, b)
-        new = State.of_points(b, points, mid in counters)
+    of_rows = State.of_rows
+    # Group boundaries found with C-level iteration only (no Python call per row).
+    marks = zip(map(_SERIES, rows), map(floordiv, map(_TIME, rows), repeat(W5)))
+    i = 0
+    for ((sid, mid), b), group in groupby(marks):
+        n = len(list(group))
+        key = (sid, mid, b * W5)
+        new = of_rows(key[2], rows[i:i + n], mid in counters)
+        i += n
         old = out.get(key)                   # only if the chunk was not sorted
         out[key] = new if old is None else old.absorb(new)
     return out
