@@ -6,6 +6,7 @@ datetimes in ascending time. The same calls behave the same on SQLite and
 PostgreSQL; only the dialect's SQL differs.
 """
 
+import time
 from dataclasses import dataclass
 from itertools import repeat
 from datetime import timedelta
@@ -30,6 +31,7 @@ DEFAULT_MAX_GAP = timedelta(minutes=5)
 DEFAULT_STALE_AFTER = timedelta(minutes=2)
 SERIES_PAGE_ROWS = 20_000
 RESOLUTIONS = ("auto", "raw")
+SETTINGS_TTL_S = 10.0
 
 
 class Point(NamedTuple):
@@ -486,11 +488,21 @@ class MetricRepository:
                              "got %r" % (resolution,))
         if resolution == "raw" or start == end:
             return None
-        sources = usable(R.sources(self.db, to_utc(self.clock(), "clock()")), every_us)
+        sources = usable(self._sources(), every_us)
         if max_gap_us is not None:
             sources = R.rate_sources(sources, max_gap_us)
         segments = plan_segments(to_micros(start), to_micros(end), sources)
         return segments if R.uses_tier(segments) else None
+
+    def _sources(self):
+        """The tier plan's sources at ``clock()``; the retention settings are
+        re-read at most every SETTINGS_TTL_S (a horizon that lags by seconds
+        changes no answer: tiers and raw expire only in maintenance)."""
+        now = to_utc(self.clock(), "clock()")
+        cached = self.__dict__.get("_retention")
+        if cached is None or time.monotonic() - cached[0] > SETTINGS_TTL_S:
+            cached = self._retention = (time.monotonic(), R.retention(self.db))
+        return R.sources_at(now, *cached[1])
 
     def _counters(self):
         return {r.id for r in self.metric_rules().values() if r.kind == COUNTER}

@@ -35,9 +35,18 @@ class Summary(dict):
     error = 0.0
 
 
+def retention(db):
+    """``(raw days, {tier: days kept})`` (one read of the settings)."""
+    return effective_retention(db)
+
+
 def sources(db, now):
     """Every source, coarsest tier first, raw last, with its horizon (us)."""
-    raw_days, days = effective_retention(db)
+    return sources_at(now, *effective_retention(db))
+
+
+def sources_at(now, raw_days, days):
+    """The sources at ``now`` for the given retention (days)."""
     out = [Source(t.name, t.width_us, to_micros(now - timedelta(days=days[t.name])), t)
            for t in reversed(TIERS)]
     out.append(Source(RAW, 0, to_micros(now - timedelta(days=raw_days))))
