@@ -163,6 +163,11 @@ def test_reads_from_tiers_equal_raw_reads(db):
         t2 = repo.top("cpu_percent", start, end, stat=stat, resolution="raw")
         assert [r.server_id for r in t1] == [r.server_id for r in t2]
         assert [r.value for r in t1] == pytest.approx([r.value for r in t2], rel=1e-12)
+    t1 = repo.top("cpu_percent", start, end, stat="p95")
+    t2 = dict((r.server_id, r.value) for r in repo.top("cpu_percent", start, end, stat="p95",
+                                                       resolution="raw"))
+    assert t1.error == ALPHA and t1.resolution.startswith("1d")
+    assert all(abs(r.value - t2[r.server_id]) <= ALPHA * t2[r.server_id] for r in t1)
     with pytest.raises(QueryError, match="resolution"):
         repo.summary(sids[0], "cpu_percent", start, end, resolution="5m")
 

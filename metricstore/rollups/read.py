@@ -15,7 +15,7 @@ from ..settings import effective_retention
 from ..timeutil import ONE_US, to_micros
 from . import store
 from .planner import Source, plan, usable
-from .sketch import ALPHA
+from .sketch import ALPHA, Sketch
 from .state import State, merge_ordered
 from .tiers import RAW, TIER_MAX_GAP_US, TIERS
 
@@ -157,6 +157,8 @@ def top(db, server_ids, mid, segments, counters, stat):
     """``{sid: value}`` of ``stat`` over the segments for each server."""
     if stat in ("avg", "min", "max"):
         return store.totals(db, mid, segments, stat)
+    if stat in PERCENTILES:
+        return top_quantile(db, server_ids, mid, segments, PERCENTILES[stat])
     states = fetch(db, [(s, mid) for s in server_ids], segments, counters,
                    needs_sketch((stat,)))
     out = {}
@@ -176,3 +178,29 @@ def rate_sources(all_sources, max_gap_us):
             or max_gap_us == TIER_MAX_GAP_US]
 
 
+
+
+def top_quantile(db, server_ids, mid, segments, q):
+    """``{sid: q-quantile}``: each server's sketches merged straight from the
+    rows (no per-bucket states), clamped to its exact min and max."""
+    acc = {}
+    by_source = defaultdict(list)
+    for seg in segments:
+        by_source[seg.source].extend((s, mid, seg.lo, seg.hi) for s in server_ids)
+    for source, ranges in by_source.items():
+        ranges.sort()
+        if source.name == RAW:
+            for (sid, _), points in store.raw_points(db, ranges).items():
+                a = acc.get(sid) or acc.setdefault(sid, [Sketch(), None, None])
+                values = [v for _, v in points]
+                a[0].add_many(values)
+                lo, hi = min(values), max(values)
+                a[1] = lo if a[1] is None else min(a[1], lo)
+                a[2] = hi if a[2] is None else max(a[2], hi)
+            continue
+        for sid, lo, hi, blob in store.tier_sketches(db, source.tier, ranges):
+            a = acc.get(sid) or acc.setdefault(sid, [Sketch(), None, None])
+            a[0].merge(Sketch.decode(blob))
+            a[1] = lo if a[1] is None else min(a[1], lo)
+            a[2] = hi if a[2] is None else max(a[2], hi)
+    return {sid: a[0].quantile(q, a[1], a[2]) for sid, a in acc.items() if a[0].count}

@@ -36,6 +36,17 @@ def tier_rows(db, tier, ranges, sketches=True):
                   bucket=d.micros_sql("t.bucket"), columns=columns).fetchall()
 
 
+TIER_SKETCHES = ("SELECT t.server_id, t.low, t.high, t.sketch FROM {ranges} "
+                 "JOIN {table} t ON t.server_id = r.s AND t.metric_type_id = r.m "
+                 "AND t.bucket >= {lo} AND t.bucket < {hi}")
+
+
+def tier_sketches(db, tier, ranges):
+    """``(sid, low, high, sketch bytes)`` of ``tier`` rows in ``ranges`` (read-only)."""
+    return _query(db, TIER_SKETCHES, ranges,
+                  table=dialect_for(db).quote(tier.table)).fetchall()
+
+
 def tier_states(db, tier, ranges):
     """``{(sid, mid, bucket us): State}`` of ``tier`` in ``ranges`` (read-only)."""
     return {(r[0], r[1], r[2]): State.from_row(r[2], r[3:]) for r in tier_rows(db, tier, ranges)}
