@@ -414,22 +414,27 @@ def ingest(file, url, fmt, skip_invalid, atomic, commit_every):
             result = repo.record_many(tracked(), on_error="skip" if skip_invalid else "raise",
                                       commit_every=None if atomic else commit_every)
         except ValidationError as exc:
-            _report_rejected(exc.errors, lines)
+            _report_rejected(exc.errors, lines, exc.rows)
             kept = ("nothing was written" if not exc.committed else
                     "rows before line %d were committed, nothing after; re-running the "
                     "fixed input is safe" % lines[exc.committed])
             raise MetricstoreError("%d invalid row(s); %s (fix them, or pass --skip-invalid "
-                                   "to store the valid rows)" % (len(exc.errors), kept)) \
+                                   "to store the valid rows)" % (exc.rows, kept)) \
                 from None
         bar.update(size)
-    _report_rejected(result.rejected, lines)
+    _report_rejected(result.rejected, lines, result.rejected_rows)
     click.echo("inserted %d, duplicates %d, rejected %d" % (
-        result.inserted, result.duplicates, len(result.rejected)))
+        result.inserted, result.duplicates, result.rejected_rows))
 
 
-def _report_rejected(errors, lines):
+def _report_rejected(errors, lines, rows):
+    """One line per kept RowError (the library keeps the first 1,000), then
+    how many more of the ``rows`` bad rows were left out."""
     for e in errors:
         echo_err("line %d: %s: %s" % (lines[e.position], e.field, e.reason))
+    listed = len({e.position for e in errors})
+    if rows > listed:
+        echo_err("... and %d more invalid row(s) not listed" % (rows - listed))
 
 
 def _number(text, kind):
@@ -616,8 +621,21 @@ def query_top(metric, start, end, n, stat, ascending, url, fmt):
     emit(["server", stat], [(r.server_name, r.value) for r in ranked], fmt)
 
 
+def _quiet_driver_noise(hook=sys.unraisablehook):
+    """psycopg2 2.9 reports a server error that ends a COPY a second time, as
+    an unraisable SystemError printed to stderr; metricstore already raised
+    it as an error of its own, so the CLI drops that print (only that one)."""
+    def unraisable(info):
+        cause = getattr(info.exc_value, "__cause__", None)
+        if not (isinstance(info.exc_value, SystemError)
+                and type(cause).__module__.startswith("psycopg2")):
+            hook(info)
+    return unraisable
+
+
 def main(argv=None):
     """Run the command line; return the exit code."""
+    sys.unraisablehook = _quiet_driver_noise()
     try:
         cli.main(args=argv, prog_name="metricstore", standalone_mode=False)
     except click.exceptions.Exit as exc:

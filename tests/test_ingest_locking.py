@@ -11,8 +11,9 @@
   ``database is locked`` error and no batch slower than 1 s. CI runs
   60,000 rows; ``METRICSTORE_LOCK_ROWS=1000000`` runs the full measurement
   recorded in docs/reliability.md.
-- A full disk surfaces as "database or disk is full", not as the failed
-  ROLLBACK after it (a 2 MB tmpfs, when the tests run as root).
+- A full disk in the final insert of one large atomic batch is a
+  DiskFullError chaining "database or disk is full" (not the failed ROLLBACK
+  after it), and stores nothing (a 2 MB tmpfs, when the tests run as root).
 
 Expected counts come from plain Python over the rows written.
 """
@@ -317,7 +318,7 @@ def causes(exc):
 
 
 @pytest.mark.sqlite_only
-def test_a_full_disk_is_reported_as_such_and_writes_nothing(small_disk):
+def test_a_full_disk_in_one_atomic_batch_is_disk_full_and_writes_nothing(small_disk):
     db = metricstore.connect("sqlite:///%s/tenant.db" % small_disk)
     db.connect()
     try:
@@ -325,7 +326,7 @@ def test_a_full_disk_is_reported_as_such_and_writes_nothing(small_disk):
         repo = MetricRepository(db)
         sid = repo.add_server("a")
         rows = rows_for(sid, 200_000, start=NOW - timedelta(days=5))
-        with pytest.raises(Exception) as err:
+        with pytest.raises(metricstore.errors.DiskFullError) as err:
             repo.record_many(rows)
         chain = list(causes(err.value))
         messages = [str(e) for e in chain]

@@ -8,7 +8,6 @@ series' points sit together and the key is also the covering index.
 
 import json
 import os
-from contextlib import contextmanager
 from datetime import timedelta
 from itertools import repeat
 from operator import add, itemgetter
@@ -146,34 +145,10 @@ class SqliteDialect(Dialect):
         return "SELECT g, %s FROM (SELECT g, %s FROM (%s) r GROUP BY g) agg" % (
             ", ".join(outer), ", ".join(middle), ranked)
 
-    @contextmanager
     def write_transaction(self, db):
-        """BEGIN IMMEDIATE ... COMMIT: the write lock first, so two writers queue
-        on the busy timeout instead of failing to upgrade a read lock.
-
-        On a failure the transaction is rolled back without masking the error
-        that caused it: SQLite itself rolls back on e.g. a full disk, and the
-        second ROLLBACK ("cannot rollback - no transaction is active") must not
-        replace "database or disk is full".
-        """
-        txn = db.atomic("IMMEDIATE")
-        txn.__enter__()
-        try:
-            yield txn
-        except BaseException as exc:
-            try:
-                txn.__exit__(type(exc), exc, exc.__traceback__)
-            except pw.DatabaseError:
-                if _in_transaction(db):
-                    raise               # a rollback that really failed
-            raise
-        try:
-            txn.__exit__(None, None, None)
-        except pw.DatabaseError as failure:
-            original = failure.__context__     # COMMIT failed, then its ROLLBACK did
-            if isinstance(original, pw.DatabaseError) and not _in_transaction(db):
-                raise original from original.__cause__
-            raise
+        # BEGIN IMMEDIATE takes the write lock first: two writers queue on the
+        # busy timeout instead of failing to upgrade a read lock.
+        return db.atomic("IMMEDIATE")
 
     def table_columns(self, db, table):
         rows = db.execute_sql("SELECT name, type, \"notnull\" FROM pragma_table_info(?)",
