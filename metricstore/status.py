@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from . import queries as Q
 from .dialects import dialect_for
+from .guard import guarded
 from .maintenance import last_run
 from .partitioning import SERIES_TABLES, PartitionManager
 from .schema import applied, pending
@@ -23,6 +24,7 @@ class Status:
     rows: dict = field(default_factory=dict)          # table -> (count, exact)
     span: dict = field(default_factory=dict)          # table -> (first, last)
     default_rows: dict = field(default_factory=dict)
+    conflicts: list = field(default_factory=list)     # partitioning.Conflict
     last_run: object = None
     problems: list = field(default_factory=list)
 
@@ -31,6 +33,7 @@ class Status:
         return not self.problems
 
 
+@guarded("status", read_only=True)
 def status(db, now=None, max_maintenance_age=DEFAULT_MAX_MAINTENANCE_AGE):
     """Schema version, row counts, time span, retention, last maintenance run
     and rows in default partitions; ``problems`` lists what needs attention
@@ -45,6 +48,7 @@ def status(db, now=None, max_maintenance_age=DEFAULT_MAX_MAINTENANCE_AGE):
     manager = PartitionManager(db)
     if dialect.partitioned:
         result.default_rows = {t: manager.default_rows(t) for t in SERIES_TABLES}
+        result.conflicts = manager.plan().conflicts
     result.last_run = last_run(db)
     if result.pending:
         result.problems.append("pending migrations: %s (run `metricstore init`)"
@@ -56,6 +60,8 @@ def status(db, now=None, max_maintenance_age=DEFAULT_MAX_MAINTENANCE_AGE):
     elif now - result.last_run.started_at > max_maintenance_age:
         result.problems.append("maintenance is overdue: last run %s ago (run `metricstore "
                                "maintain` daily)" % (now - result.last_run.started_at))
+    for conflict in result.conflicts:
+        result.problems.append("partition blocked: %s" % conflict)
     for table, rows in result.default_rows.items():
         if rows:
             result.problems.append("%d row(s) wait in %s's default partition (run "

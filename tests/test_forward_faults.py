@@ -15,7 +15,6 @@ in CI's PostgreSQL pass (marker ``postgres``). Never the shared server on 5432.
 
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +28,7 @@ import pytest
 import metricstore
 from metricstore.forwarding import status
 from metricstore.timeutil import utcnow
+from pgcluster import ThrowawayCluster, unavailable
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -43,10 +43,6 @@ KILLS_IN_DRAIN = 20
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _sh(*argv, check=True):
-    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=120)
-
-
 def _free_port():
     for port in PORTS:
         with socket.socket() as s:
@@ -58,40 +54,15 @@ def _free_port():
     pytest.fail("no free port in %s-%s for the throwaway cluster" % (PORTS[0], PORTS[-1]))
 
 
-class Cluster:
-    """A throwaway PostgreSQL cluster on 127.0.0.1:``port``, dropped by ``drop()``."""
-
-    def __init__(self):
-        self.version = sorted(os.listdir("/usr/lib/postgresql"))[-1]
-        self.name = "mst_fwd_%d" % os.getpid()
-        self.port = _free_port()
-        _sh("pg_createcluster", self.version, self.name, "-p", str(self.port), "--",
-            "--auth=trust")
-        self.start()
-        _sh("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-qc",
-            "CREATE DATABASE central")
-        self.url = "postgresql://postgres@127.0.0.1:%d/central" % self.port
-
-    def start(self):
-        _sh("pg_ctlcluster", self.version, self.name, "start")
-
-    def stop(self):
-        _sh("pg_ctlcluster", self.version, self.name, "stop", "-m", "fast")
-
-    def drop(self):
-        _sh("pg_dropcluster", "--stop", self.version, self.name, check=False)
-
-
 @pytest.fixture
 def cluster():
-    missing = [t for t in ("pg_createcluster", "pg_ctlcluster", "psql") if not shutil.which(t)]
-    problem = ("PostgreSQL cluster tools missing: %s" % ", ".join(missing) if missing else
-               "creating a throwaway cluster needs root" if os.geteuid() != 0 else None)
+    problem = unavailable()
     if problem:
         if IN_CI:
             pytest.fail(problem)
         pytest.skip(problem)
-    c = Cluster()
+    port = _free_port()
+    c = ThrowawayCluster("mst_forward_%d" % port, port).create()
     try:
         yield c
     finally:
@@ -208,7 +179,8 @@ def test_outage_and_kill_9_storm_lose_and_duplicate_nothing(cluster, tmp_path):
     spool = metricstore.connect(spool_url)
     spool.connect()
     metricstore.provision(spool)
-    central = metricstore.connect(cluster.url)
+    central_url = cluster.url + "?schema=central&connect_timeout=2"
+    central = metricstore.connect(central_url)
     metricstore.provision(central)
     central.close()
     metricstore.forwarding.enable_spool(spool)
@@ -216,7 +188,7 @@ def test_outage_and_kill_9_storm_lose_and_duplicate_nothing(cluster, tmp_path):
     start = utcnow().replace(microsecond=0) - (BEFORE + OUTAGE + AFTER + 20) * STEP
     agent = Agent(spool_url, start, BEFORE + OUTAGE + AFTER, pace=0.02)
     log = open(tmp_path / "forwarder.log", "w")
-    fwd = ForwarderProcess(spool_url, cluster.url, log)
+    fwd = ForwarderProcess(spool_url, central_url, log)
     rng = random.Random(20)
     fwd.start()
     agent.start()
@@ -254,7 +226,7 @@ def test_outage_and_kill_9_storm_lose_and_duplicate_nothing(cluster, tmp_path):
         fwd.terminate()
         log.close()
 
-    rows, snaps = central_rows(cluster.url)
+    rows, snaps = central_rows(central_url)
     got = {(n, m, t, v) for n, m, t, v in rows}
     expected_total = len(agent.expected) + len(agent.snapshots)
     assert len(rows) == len(got)                                # no row twice

@@ -7,8 +7,8 @@ for the spool. A forwarder killed after that commit but before its local
 bookkeeping reads the ack on restart instead of guessing: the counts stay
 exact and nothing is sent twice.
 
-Connection healing lives here only (:meth:`Central.reset`): after any
-failure the connection is dropped and the next call opens a new one.
+After any failure the forwarder calls :meth:`Central.reset`: the
+connection is discarded and the next call opens a new one.
 """
 
 import json
@@ -37,11 +37,9 @@ class Central:
         return self.repo
 
     def reset(self):
-        """Forget the connection after a failure (it may be dead)."""
-        try:
-            self.db.close()
-        except Exception:             # a broken connection may refuse to close cleanly
-            self.db._state.reset()
+        """Forget the connection after a failure (it may be dead): the next
+        call opens a new one."""
+        self.db.discard_connection()
 
     def identity(self):
         """Where this destination is, for the spool's destination check."""

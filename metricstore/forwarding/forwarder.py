@@ -27,6 +27,7 @@ from datetime import timedelta
 import peewee as pw
 
 from ..dialects import dialect_for
+from ..guard import DRIVER_ERRORS
 from ..errors import ConfigurationError, DatabaseError, MetricstoreError
 from ..timeutil import utcnow
 from . import cap as spool_cap
@@ -44,11 +45,18 @@ try:  # psycopg2 is an optional extra
 except ImportError:  # pragma: no cover - SQLite-only install
     DRIVERS = (pw, sqlite3)
 
-# Bulk writers use driver cursors directly, so driver errors can arrive unwrapped.
-RETRYABLE = (MetricstoreError, pw.DatabaseError, pw.InterfaceError, sqlite3.Error) + tuple(
-    d.Error for d in DRIVERS[2:])
+RETRYABLE = (MetricstoreError,) + DRIVER_ERRORS
 # The central database refused a statement (a rule only it knows): not an outage.
 POISON = tuple(getattr(d, name) for d in DRIVERS for name in ("IntegrityError", "DataError"))
+
+
+def is_poison(exc):
+    """True if ``exc`` (or the driver error chained behind it) is a refusal."""
+    while exc is not None:
+        if isinstance(exc, POISON):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 LOCK_NAME = "forwarder"
 
 
@@ -202,7 +210,9 @@ class Forwarder:
         try:
             outcome = (self.central.ship(self.spool_id, inflight["batch"], shipment)
                        if len(shipment) else shipment.outcome(None, None))
-        except POISON as exc:
+        except RETRYABLE as exc:
+            if not is_poison(exc):
+                raise
             if batch.entries > 1:
                 self._split(inflight)
                 return
@@ -278,14 +288,18 @@ class Forwarder:
             log.warning("could not record the error in the spool either")
 
     def _give_up(self, exc):
-        if isinstance(exc, MetricstoreError):
+        """The error ``run()`` raises in once mode: the same kind, saying that
+        the rows wait in the spool."""
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = ("forwarding from %s stopped: %s; nothing is lost (the rows wait in the "
+                "spool): retry, or run with --follow to retry until the central database "
+                "is back" % (self.local.database, detail))
+        if not isinstance(exc, MetricstoreError):
+            return DatabaseError(text)
+        try:
+            return type(exc)(text)
+        except TypeError:             # an error class that takes other arguments
             return exc
-        return DatabaseError("forwarding from %s to %s failed: %s; nothing is lost (the rows "
-                             "wait in the spool): retry, or run with --follow to retry "
-                             "until the central database is back"
-                             % (self.local.database, self.central.identity(),
-                                str(exc).strip().splitlines()[0] if str(exc).strip()
-                                else type(exc).__name__))
 
     # -- the spool's size -----------------------------------------------------------------
     def _maintenance_due(self):
