@@ -162,12 +162,16 @@ class HealingMixin:
         return super().rollback()
 
     def commit(self):
+        # What a lost connection means for the caller's data depends on
+        # whether a COMMIT was in flight or done (see guard.translate).
         self._state.commit_failed = False
         try:
-            return super().commit()
+            done = super().commit()
         except Exception:
             self._state.commit_failed = True
             raise
+        self._state.commits = getattr(self._state, "commits", 0) + 1
+        return done
 
 
 class SqliteTenantDatabase(TenantDatabase, pw.SqliteDatabase):

@@ -99,9 +99,11 @@ class ConnectionLostError(DatabaseError):
 
     The connection has been closed for real; the next call opens a new one.
     ``written`` says what happened to the call's own transaction: False when
-    it cannot have committed, None when the loss hit the COMMIT itself (then
-    it may have). Writes are idempotent, so ``retry_safe`` is always True:
-    re-sending the same batch never duplicates a row.
+    it cannot have committed, True when it committed before the loss (in
+    the call's clean-up), None when the loss hit the COMMIT itself or the
+    call commits in several steps (then some or all may have). Writes are
+    idempotent, so ``retry_safe`` is always True: re-sending the same batch
+    never duplicates a row.
     """
 
     retry_safe = True
