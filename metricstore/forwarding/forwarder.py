@@ -22,6 +22,7 @@ import logging
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import peewee as pw
@@ -35,7 +36,7 @@ from . import outbox, quarantine, state
 from .backoff import Backoff
 from .central import Central
 from .mapping import ServerMap
-from .outcome import Outcome, Shipment, describe
+from .outcome import Outcome, Shipment
 
 log = logging.getLogger("metricstore.forwarding")
 
@@ -74,7 +75,7 @@ class Forwarder:
     (the server mapping is rebuilt). Only one forwarder runs per spool.
     """
 
-    def __init__(self, local_db, central_db, batch_rows=20_000, live_rows=2_000, poll_s=1.0,
+    def __init__(self, local_db, central_db, batch_rows=50_000, live_rows=2_000, poll_s=1.0,
                  backoff=None, cap=None, local_retention=timedelta(days=7),
                  maintain_every_s=60.0, retarget=False, clock=utcnow):
         if batch_rows < 1 or live_rows < 1:
@@ -96,6 +97,8 @@ class Forwarder:
         self._metric_names = {}
         self._unsure = True           # a batch may be in flight from an earlier run
         self._last_maintenance = None
+        self._ahead = None            # the next backfill batch, read while one was sent
+        self._pool = None
 
     # -- life cycle ------------------------------------------------------------------
     def start(self):
@@ -132,7 +135,12 @@ class Forwarder:
         self.stopping.set()
 
     def close(self):
-        """Release the forwarder lock."""
+        """Release the forwarder lock (and the read-ahead thread's connection)."""
+        if self._pool is not None:
+            self._pool.submit(self.local.close).result()
+            self._pool.shutdown()
+            self._pool = None
+        self._ahead = None
         if self._release is not None:
             self._release()
             self._release = None
@@ -175,14 +183,41 @@ class Forwarder:
         return shipped
 
     def _ship_next(self, limit, newest_first):
+        """Read, mark and send one batch. A full backfill batch starts the read
+        of the next one in a helper thread while the central database works
+        (the read is checked again before that batch is marked)."""
+        ahead, self._ahead = self._ahead, None
         with self.dialect.write_transaction(self.local), self.dialect.lock(
                 self.local, outbox.LOCK):
-            batch = outbox.read(self.local, limit, newest_first=newest_first)
+            if newest_first:
+                above = ahead.last_seq if ahead else None
+                batch = outbox.read(self.local, limit, newest_first=True, above=above)
+                self._ahead = ahead
+            elif ahead is not None and ahead.entries and outbox.still_there(self.local, ahead):
+                batch = ahead
+            else:
+                batch = outbox.read(self.local, limit)
             if not batch:
                 return 0
             inflight = self._mark(batch)
-        self._send(inflight, batch)
+        pending = None
+        if not newest_first and len(batch) >= limit:
+            pending = self._reader().submit(outbox.read, self.local, limit,
+                                            above=batch.last_seq)
+        try:
+            self._send(inflight, batch)
+        finally:
+            if pending is not None:
+                try:
+                    self._ahead = pending.result()
+                except RETRYABLE:
+                    self._ahead = None
         return len(batch)
+
+    def _reader(self):
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="metricstore-forward-read")
+        return self._pool
 
     def _ship_ranges(self, ranges):
         with self.dialect.write_transaction(self.local), self.dialect.lock(
@@ -216,13 +251,8 @@ class Forwarder:
             if batch.entries > 1:
                 self._split(inflight)
                 return
-            outcome = Outcome(quarantined=list(shipment.refused) + [
-                dict(describe(kind, name, row), field="row",
-                     reason="the central database refused it: %s" % str(exc).strip())
-                for kind, rows, names in (
-                    ("metric", shipment.metrics, shipment._metric_servers),
-                    ("snapshot", shipment.snapshots, shipment._snapshot_servers))
-                for row, name in zip(rows, names)])
+            outcome = Outcome(quarantined=shipment.quarantine_all(
+                "the central database refused it: %s" % str(exc).strip().splitlines()[0]))
         self._acknowledge(inflight, outcome)
         self._unsure = False
 
@@ -277,6 +307,7 @@ class Forwarder:
 
     def _failed(self, exc):
         self._unsure = True
+        self._ahead = None
         message = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[0]
                               if str(exc).strip() else "")
         log.warning("forwarding failed (%s); retrying", message)

@@ -86,6 +86,10 @@ class Batch:
     def __len__(self):
         return self.entries
 
+    @property
+    def last_seq(self):
+        return self.ranges[-1][1] if self.ranges else None
+
 
 def read(db, limit, newest_first=False, above=None):
     """Up to ``limit`` entries, oldest (or newest) first, with seq > ``above``."""
@@ -108,26 +112,34 @@ def read_ranges(db, ranges):
 
 
 def _batch(d, rows, newest_first):
-    seqs = sorted(r[0] for r in rows)
-    batch = Batch(ranges(seqs), entries=len(rows))
+    batch = Batch(ranges(sorted(r[0] for r in rows)), entries=len(rows))
+    times = {}                               # many rows of a batch share a time: decode once
     decode = d.time_result
-    last_raw = last_dt = None
+    metrics, snapshots = batch.metrics, batch.snapshots
     for seq, sid, mid, raw, value, cpu, mem, conns, status in rows:
-        if raw != last_raw:                  # the rows of one sample share one time
-            last_raw, last_dt = raw, decode(raw)
+        t = times.get(raw)
+        if t is None:
+            t = times[raw] = decode(raw)
         if mid is not None:
             if value is None:
                 batch.missing += 1
             else:
-                batch.metrics.append((sid, mid, value, last_dt))
+                metrics.append((sid, mid, value, t))
         elif status is None:
             batch.missing += 1
         else:
-            batch.snapshots.append((sid, last_dt, cpu, mem, conns, status))
+            snapshots.append((sid, t, cpu, mem, conns, status))
     if newest_first:                         # ship a lane's rows in arrival order
-        batch.metrics.reverse()
-        batch.snapshots.reverse()
+        metrics.reverse()
+        snapshots.reverse()
     return batch
+
+
+def still_there(db, batch):
+    """True if every entry of ``batch`` (read earlier) is still in the outbox."""
+    sql = dialect_for(db).sql("SELECT count(*) FROM forward_outbox WHERE seq BETWEEN :lo AND :hi")
+    return batch.entries == sum(db.execute_sql(sql, {"lo": lo, "hi": hi}).fetchone()[0]
+                                for lo, hi in batch.ranges)
 
 
 def ranges(seqs):

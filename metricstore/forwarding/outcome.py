@@ -58,40 +58,56 @@ class Shipment:
     """
 
     def __init__(self, batch, servers, metric_names):
-        self.metrics, self.snapshots = [], []
-        self._metric_servers, self._snapshot_servers = [], []
+        cids = {lid: cid for lid, (cid, _) in servers.items() if cid is not None}
+        self.names = {cid: name for cid, name in servers.values() if cid is not None}
         self.refused = []
-        for sid, mid, value, t in batch.metrics:
-            cid, name = servers.get(sid, (None, None))
-            metric = metric_names.get(mid)
-            if cid is None or metric is None:
-                self.refused.append(dict(
-                    describe("metric", name or "#%d" % sid, (sid, metric or "#%d" % mid, value, t)),
-                    field="server_id" if cid is None else "metric",
-                    reason="the spool has no %s with id %d" % (
-                        "server" if cid is None else "metric type", sid if cid is None else mid)))
-                continue
-            self.metrics.append((cid, metric, value, t))
-            self._metric_servers.append(name)
-        for sid, t, cpu, mem, conns, status in batch.snapshots:
-            cid, name = servers.get(sid, (None, None))
-            if cid is None:
-                self.refused.append(dict(
-                    describe("snapshot", "#%d" % sid, (sid, t, cpu, mem, conns, status)),
-                    field="server_id", reason="the spool has no server with id %d" % sid))
-                continue
-            self.snapshots.append(SnapshotSample(cid, t, cpu, mem, conns, status))
-            self._snapshot_servers.append(name)
+        metrics = batch.metrics
+        if not ({r[0] for r in metrics} <= cids.keys()
+                and {r[1] for r in metrics} <= metric_names.keys()):
+            known = []
+            for row in metrics:
+                if row[0] in cids and row[1] in metric_names:
+                    known.append(row)
+                else:
+                    self.refused.append(self._unknown(row, servers, metric_names))
+            metrics = known
+        self.metrics = [(cids[sid], metric_names[mid], value, t)
+                        for sid, mid, value, t in metrics]
+        self.snapshots = []
+        for row in batch.snapshots:
+            if row[0] in cids:
+                self.snapshots.append(SnapshotSample(cids[row[0]], *row[1:]))
+            else:
+                self.refused.append(dict(describe("snapshot", "#%d" % row[0], row),
+                                         field="server_id",
+                                         reason="the spool has no server with id %d" % row[0]))
 
     def __len__(self):
         return len(self.metrics) + len(self.snapshots)
 
+    @staticmethod
+    def _unknown(row, servers, metric_names):
+        sid, mid, value, t = row
+        name = servers.get(sid, (None, None))[1]
+        metric = metric_names.get(mid)
+        what, ident = ("server", sid) if name is None else ("metric type", mid)
+        return dict(describe("metric", name or "#%d" % sid,
+                             (sid, metric or "#%d" % mid, value, t)),
+                    field="server_id" if name is None else "metric",
+                    reason="the spool has no %s with id %d" % (what, ident))
+
+    def quarantine_all(self, reason):
+        """Every row, refused by the central database for ``reason``."""
+        return list(self.refused) + [
+            dict(describe(kind, self.names.get(row[0]), row), field="row", reason=reason)
+            for kind, rows in (("metric", self.metrics), ("snapshot", self.snapshots))
+            for row in rows]
+
     def outcome(self, metrics_result, snapshots_result):
         """Combine the two WriteResults (either may be None) into an Outcome."""
         out = Outcome(quarantined=list(self.refused))
-        for kind, result, rows, servers in (
-                ("metric", metrics_result, self.metrics, self._metric_servers),
-                ("snapshot", snapshots_result, self.snapshots, self._snapshot_servers)):
+        for kind, result, rows in (("metric", metrics_result, self.metrics),
+                                   ("snapshot", snapshots_result, self.snapshots)):
             if result is None:
                 continue
             out.inserted += result.inserted
@@ -105,8 +121,9 @@ class Shipment:
                 if all(is_expired(e) for e in errors):
                     out.expired += 1
                     continue
+                row = rows[position]
                 out.quarantined.append(dict(
-                    describe(kind, servers[position], rows[position]),
+                    describe(kind, self.names.get(row[0]), row),
                     field=", ".join(e.field for e in errors),
                     reason="; ".join(e.reason for e in errors)))
         return out
