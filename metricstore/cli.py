@@ -523,7 +523,7 @@ def query_top(metric, start, end, n, stat, ascending, url, fmt):
               help="Forward what is waiting, then exit (default).")
 @click.option("--follow", "mode", flag_value="follow",
               help="Keep forwarding; ride out outages (Ctrl-C or SIGTERM stops).")
-@click.option("--batch-rows", type=click.IntRange(1, 1_000_000), default=50_000,
+@click.option("--batch-rows", type=click.IntRange(1, 1_000_000), default=200_000,
               show_default=True, help="Rows per backfill batch.")
 @click.option("--live-rows", type=click.IntRange(1, 1_000_000), default=2_000,
               show_default=True, help="Rows per newest-first batch while a backlog drains.")

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from ..dialects import dialect_for
 from ..errors import ConfigurationError
-from ..timeutil import to_micros, to_utc
+from ..timeutil import EPOCH, to_micros, to_utc
 from . import outbox, state
 
 SERIES = ("metrics", "server_snapshots")
@@ -104,16 +104,31 @@ def _server_ids(db):
 
 
 def prune_forwarded(db, cutoff):
-    """Delete forwarded rows collected before ``cutoff``; return how many."""
+    """Delete forwarded rows collected before ``cutoff``; return how many.
+
+    One server and at most one day per write transaction, so the agent's
+    writes never wait long behind it.
+    """
     d = dialect_for(db)
     deleted = 0
-    for sid in _server_ids(db):
-        for table in SERIES:
-            sql = d.sql("DELETE FROM %s WHERE server_id = :sid AND collected_at < :cutoff "
-                        "AND %s" % (table, NOT_QUEUED[table]))
-            with d.write_transaction(db):
-                deleted += db.execute_sql(sql, {"sid": sid,
-                                                "cutoff": d.time_param(cutoff)}).rowcount
+    for table in SERIES:
+        oldest = d.sql("SELECT MIN(collected_at) FROM %s WHERE server_id = :sid "
+                       "AND collected_at >= :lo AND collected_at < :cutoff" % table)
+        sql = d.sql("DELETE FROM %s WHERE server_id = :sid AND collected_at >= :lo "
+                    "AND collected_at < :hi AND %s" % (table, NOT_QUEUED[table]))
+        for sid in _server_ids(db):
+            lo = d.time_param(EPOCH)
+            while True:
+                (first,) = db.execute_sql(oldest, {"sid": sid, "lo": lo,
+                                                   "cutoff": d.time_param(cutoff)}).fetchone()
+                if first is None:
+                    break
+                first = d.time_result(first)
+                hi = min(first + DAY, cutoff)
+                with d.write_transaction(db):
+                    deleted += db.execute_sql(sql, {"sid": sid, "lo": d.time_param(first),
+                                                    "hi": d.time_param(hi)}).rowcount
+                lo = d.time_param(hi)
     return deleted
 
 

@@ -15,6 +15,7 @@ import json
 import os
 
 from ..dialects import dialect_for
+from ..guard import guarded
 from ..repository import MetricRepository
 from ..timeutil import utcnow
 
@@ -51,6 +52,7 @@ class Central:
             params.get("host", ""), params.get("port", 5432), db.database,
             getattr(db, "schema", None) or "public")
 
+    @guarded("forwarding a batch")
     def ship(self, spool_id, batch_no, shipment):
         """Write ``shipment`` and its ack in one central transaction; return
         the :class:`~metricstore.forwarding.outcome.Outcome`."""
@@ -66,6 +68,7 @@ class Central:
                 "at": self.dialect.time_param(utcnow())})
         return outcome
 
+    @guarded("reading the last forwarded batch", read_only=True)
     def last_ack(self, spool_id):
         """``(batch number, outcome dict)`` of the spool's last committed batch, or None."""
         self.open()

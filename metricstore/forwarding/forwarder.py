@@ -28,7 +28,7 @@ from datetime import timedelta
 import peewee as pw
 
 from ..dialects import dialect_for
-from ..guard import DRIVER_ERRORS
+from ..guard import DRIVER_ERRORS, guarded
 from ..errors import ConfigurationError, DatabaseError, MetricstoreError
 from ..timeutil import utcnow
 from . import cap as spool_cap
@@ -75,12 +75,12 @@ class Forwarder:
     (the server mapping is rebuilt). Only one forwarder runs per spool.
     """
 
-    def __init__(self, local_db, central_db, batch_rows=50_000, live_rows=2_000, poll_s=1.0,
+    def __init__(self, local_db, central_db, batch_rows=200_000, live_rows=2_000, poll_s=1.0,
                  backoff=None, cap=None, local_retention=timedelta(days=7),
                  maintain_every_s=60.0, retarget=False, clock=utcnow):
         if batch_rows < 1 or live_rows < 1:
             raise ConfigurationError("batch_rows and live_rows must be >= 1")
-        self.local = local_db
+        self.local = self.db = local_db          # .db: what guard names in errors
         self.dialect = dialect_for(local_db)
         self.central = Central(central_db)
         self.batch_rows, self.live_rows, self.poll_s = batch_rows, live_rows, poll_s
@@ -101,6 +101,7 @@ class Forwarder:
         self._pool = None
 
     # -- life cycle ------------------------------------------------------------------
+    @guarded("forward")
     def start(self):
         """Take the spool's forwarder lock, enable the spool, check the destination."""
         if self._release is not None:

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..dialects import dialect_for
+from ..guard import guarded
 from ..timeutil import utcnow
 from . import state
 
@@ -38,6 +39,7 @@ READ = ("SELECT o.seq, o.server_id, o.metric_type_id, o.collected_at, m.value, "
 LOCK = "forward-spool"
 
 
+@guarded("enable_spool")
 def enable_spool(db):
     """Make ``db`` a spool (idempotent): on first call, every row already
     stored enters the outbox and the triggers are created, in one write
@@ -61,6 +63,7 @@ def enable_spool(db):
         return current["spool_id"]
 
 
+@guarded("disable_spool")
 def disable_spool(db):
     """Drop the triggers: new rows are no longer tracked (the outbox stays)."""
     d = dialect_for(db)

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ..dialects import dialect_for
+from ..guard import guarded
 from ..timeutil import to_utc, utcnow
 from . import cap, outbox, quarantine, state
 
@@ -44,6 +45,7 @@ class ForwardStatus:
         return sum(v for k, v in self.counts.items() if k.startswith(state.DROPPED))
 
 
+@guarded("forward status", read_only=True)
 def status(db, now=None, max_lag=DEFAULT_MAX_LAG, quarantine_limit=20):
     """The spool's :class:`ForwardStatus`; ``problems`` says what needs care
     (the spool is not enabled, the oldest waiting row is older than
