@@ -32,22 +32,30 @@ class UnknownServerError(MetricstoreError, LookupError):
 
 
 class ValidationError(MetricstoreError, ValueError):
-    """A batch held invalid rows; nothing of it was written.
+    """A batch held invalid rows; nothing of it was written after ``committed``.
 
-    ``errors`` lists every bad row as :class:`metricstore.validation.RowError`
-    (position in the batch, field, reason).
+    ``errors`` lists the bad rows as :class:`metricstore.validation.RowError`
+    (position in the batch, field, reason). ``committed``: input rows (from
+    the start) already committed before the bad one was met, 0 unless the
+    write committed in steps (``commit_every``).
     """
 
-    def __init__(self, errors, what="batch"):
+    def __init__(self, errors, what="batch", committed=0):
         self.errors = list(errors)
+        self.committed = committed
         shown = "\n".join("  " + str(e) for e in self.errors[:20])
         more = len(self.errors) - 20
         if more > 0:
             shown += "\n  ... and %d more" % more
-        super().__init__(
-            "%d invalid row(s) in the %s; nothing was written (pass "
-            "on_error='skip' to store the valid rows and get the rejected "
-            "ones back):\n%s" % (len(self.errors), what, shown))
+        if committed:
+            kept = ("rows 0-%d were committed before the first bad row; nothing after "
+                    "them was written (fix the rows and re-run: stored rows are skipped)"
+                    % (committed - 1))
+        else:
+            kept = ("nothing was written (pass on_error='skip' to store the valid rows "
+                    "and get the rejected ones back)")
+        super().__init__("%d invalid row(s) in the %s; %s:\n%s"
+                         % (len(self.errors), what, kept, shown))
 
 
 class SchemaError(MetricstoreError):

@@ -322,7 +322,8 @@ class PostgresWriter:
                     raise exc.__cause__ from None
                 raise
 
-    def finish(self, ensure_partitions):
+    def flush(self, ensure_partitions):
+        """Insert the staged rows in one transaction; return how many were new."""
         ensure_partitions()
         with self.db.atomic():
             self.cursor.execute(self.INSERT.format(table=self.target.table, names=self.names,

@@ -81,11 +81,13 @@ def enforce(db, cap, local_retention, now):
     ``{counter: rows}`` it added."""
     now = to_utc(now, "now")
     counts = {}
-    if local_retention is not None:
+    forwarded = forwarded_rows(db)         # none during an outage: nothing to prune
+    if local_retention is not None and forwarded:
         counts[state.PRUNED] = prune_forwarded(db, now - local_retention)
+        forwarded -= counts[state.PRUNED]
     need = rows_over(db, cap)
-    if need:
-        freed = prune_oldest_forwarded(db, need, now)
+    if need and forwarded > 0:
+        freed = prune_oldest_forwarded(db, min(need, forwarded), now)
         counts[state.PRUNED] = counts.get(state.PRUNED, 0) + freed
         need -= freed
     if need > 0:
@@ -96,6 +98,12 @@ def enforce(db, cap, local_retention, now):
     with dialect_for(db).write_transaction(db):
         state.add_counts(db, counts)
     return counts
+
+
+def forwarded_rows(db):
+    """Rows held locally that are already forwarded (read-only)."""
+    rows = sum(db.execute_sql("SELECT count(*) FROM %s" % t).fetchone()[0] for t in SERIES)
+    return max(rows - outbox.pending(db), 0)
 
 
 def _server_ids(db):
