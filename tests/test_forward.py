@@ -430,3 +430,17 @@ def test_follow_mode_forwards_new_rows_within_a_poll(spool, db):
         f.stop()
         thread.join(10)
     assert not thread.is_alive()
+
+
+def test_more_refused_rows_than_the_ingest_lists_are_all_quarantined(spool, db):
+    db.execute_sql("DELETE FROM metric_types WHERE name = 'wait_time_ms'")
+    repo = MetricRepository(spool)
+    sid = repo.add_server("many")
+    t0 = base_time()
+    repo.record_many([(sid, "wait_time_ms" if k % 16 else "cpu_percent", 1.0,
+                       t0 + timedelta(seconds=k)) for k in range(2400)])
+    forwarder(spool, db, batch_rows=5000).run()
+    s = status(spool, quarantine_limit=5000)
+    assert s.counts["quarantined"] == 2250 and len(s.quarantined) == 2250
+    assert s.counts["forwarded"] == 150 == len(stored(db))
+    assert s.spool_rows == 0

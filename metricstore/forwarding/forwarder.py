@@ -36,7 +36,7 @@ from . import outbox, quarantine, state
 from .backoff import Backoff
 from .central import Central
 from .mapping import ServerMap
-from .outcome import Outcome, Shipment
+from .outcome import Incomplete, Outcome, Shipment
 
 log = logging.getLogger("metricstore.forwarding")
 
@@ -246,6 +246,9 @@ class Forwarder:
         try:
             outcome = (self.central.ship(self.spool_id, inflight["batch"], shipment)
                        if len(shipment) else shipment.outcome(None, None))
+        except Incomplete:
+            self._split(inflight)
+            return
         except RETRYABLE as exc:
             if not is_poison(exc):
                 raise

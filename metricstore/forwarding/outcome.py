@@ -11,13 +11,11 @@ from dataclasses import dataclass, field
 from ..ingest import SnapshotSample
 from ..timeutil import to_utc
 
-RETENTION_REASON = "older than the tenant's retention"
 
-
-def is_expired(error):
-    """True for a row the central side refused only for being older than its
-    retention. (Until ``WriteResult.expired`` reports them itself.)"""
-    return error.field == "collected_at" and RETENTION_REASON in error.reason
+class Incomplete(Exception):
+    """The central ingest counted more refused rows than it listed (it keeps
+    the first MAX_ROW_ERRORS): the batch is rolled back and sent in halves,
+    so that every refused row is quarantined by name."""
 
 
 @dataclass
@@ -112,15 +110,13 @@ class Shipment:
                 continue
             out.inserted += result.inserted
             out.duplicates += result.duplicates
-            reported = getattr(result, "expired", 0)
-            out.expired += reported if isinstance(reported, int) else len(reported)
+            out.expired += result.expired
             by_row = {}
             for error in result.rejected:
                 by_row.setdefault(error.position, []).append(error)
+            if len(by_row) < result.rejected_rows:
+                raise Incomplete(result.rejected_rows)
             for position, errors in sorted(by_row.items()):
-                if all(is_expired(e) for e in errors):
-                    out.expired += 1
-                    continue
                 row = rows[position]
                 out.quarantined.append(dict(
                     describe(kind, self.names.get(row[0]), row),
