@@ -163,9 +163,14 @@ class MetricRepository:
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
             raise QueryError("server name must be 1-200 characters, got %r" % (name,))
         name = name.strip()
-        (Server.insert(name=name, created_at=utcnow()).on_conflict_ignore()
-         .execute(self.db))
-        return Server.select(Server.id).where(Server.name == name).bind(self.db).scalar()
+        registered = Server.select(Server.id).where(Server.name == name).bind(self.db)
+        sid = registered.scalar()
+        if sid is None:
+            self.dialect.check_can_draw_ids(self.db, "servers")
+            (Server.insert(name=name, created_at=utcnow()).on_conflict_ignore()
+             .execute(self.db))
+            sid = registered.scalar()
+        return sid
 
     def record(self, server_id, collected_at, values, on_error="raise"):
         """Store one sample of several metrics: ``values`` maps name -> number."""
@@ -394,7 +399,7 @@ class MetricRepository:
     def silent_servers(self, since):
         """Servers with no metric and no snapshot collected at or after ``since``."""
         since = to_utc(since, "since")
-        sql = self.dialect.sql(Q.SILENT)
+        sql = self.dialect.sql(self.dialect.silent)
         return [ServerRef(*r) for r in self.db.execute_sql(
             sql, {"since": self.dialect.time_param(since)})]
 

@@ -9,18 +9,26 @@ import peewee as pw
 
 from ..errors import ConfigurationError
 from .base import Column, Dialect, Table
+from .citus import CitusDialect
 from .postgres import PostgresDialect
 from .sqlite import SqliteDialect
 
-__all__ = ["Column", "Dialect", "Table", "dialect_for"]
+__all__ = ["CitusDialect", "Column", "Dialect", "Table", "dialect_for"]
+
+CITUS_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'citus'"
 
 
 def dialect_for(db):
-    """The dialect for peewee database ``db`` (cached on the database)."""
+    """The dialect for peewee database ``db``, chosen on first use and cached
+    on the database. On PostgreSQL the choice reads ``pg_extension`` once
+    (opening a short connection if ``db`` is closed): a database with the
+    ``citus`` extension gets :class:`CitusDialect`."""
     dialect = getattr(db, "_metricstore_dialect", None)
     if dialect is None:
         if isinstance(db, pw.PostgresqlDatabase):
-            dialect = PostgresDialect(getattr(db, "schema", None))
+            schema = getattr(db, "schema", None)
+            version = _citus_version(db)
+            dialect = CitusDialect(schema, version) if version else PostgresDialect(schema)
         elif isinstance(db, pw.SqliteDatabase):
             dialect = SqliteDialect()
         else:
@@ -29,3 +37,13 @@ def dialect_for(db):
                                      % type(db).__name__)
         db._metricstore_dialect = dialect
     return dialect
+
+
+def _citus_version(db):
+    """The installed Citus version, or None (one catalog read)."""
+    if db.is_closed():
+        with db.connection_context():
+            row = db.execute_sql(CITUS_VERSION).fetchone()
+    else:
+        row = db.execute_sql(CITUS_VERSION).fetchone()
+    return row[0] if row else None

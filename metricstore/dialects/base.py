@@ -4,6 +4,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .. import queries as Q
+from ..errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ class Dialect:
     # fragments; sql() turns them into the driver's parameter style.
     latest = None              # latest metric row per server: :mid, {filter}
     latest_snapshots = None    # latest snapshot per server (LEFT JOIN): {filter}
+    silent = Q.SILENT          # servers with no row since :since
+    time_span = Q.TIME_SPAN    # first and last collected_at of {table}
 
     def sql(self, template, **fragments):
         """A template with its fragments filled in, in the driver's style."""
@@ -169,3 +172,25 @@ class Dialect:
     def table_bytes(self, db, table):
         """Bytes used by ``table`` and its indexes (all partitions)."""
         raise NotImplementedError
+
+    def partition_figures(self, db, partition):
+        """``(rows or None, bytes)`` of a LivePartition, as shown to people:
+        the catalog's estimate and size where they describe the data."""
+        return partition.rows_estimate, partition.bytes
+
+    def prepare_distribution(self, db):
+        """Check that this database can shard tables (only a Citus coordinator can)."""
+        raise ConfigurationError(
+            "%s cannot distribute tables: `metricstore distribute` needs the coordinator "
+            "of a Citus cluster (PostgreSQL with CREATE EXTENSION citus)" % self.name)
+
+    def distribute(self, db, reference, distributed, column):
+        """Make ``reference`` tables reference tables and shard ``distributed``
+        tables by ``column``, co-located (after :meth:`prepare_distribution`)."""
+        raise NotImplementedError
+
+    def check_can_draw_ids(self, db, table):
+        """Raise ConfigurationError if this node cannot draw ``table``'s ids."""
+
+    def attached(self, db, partition):
+        """Called after a partition filled on this node was attached."""

@@ -216,9 +216,13 @@ class PostgresWriter:
         with self.db.atomic():
             self.cursor.execute(self.INSERT.format(table=self.target.table, names=self.names,
                                                    stage=self.stage, order=self.order))
-            inserted = self.cursor.rowcount
+            inserted = self.inserted()
         self.cursor.execute("TRUNCATE %s" % self.stage)
         return inserted
+
+    def inserted(self):
+        """Rows the INSERT just stored."""
+        return self.cursor.rowcount
 
     def __exit__(self, exc_type, *exc):
         if exc_type is not None and not self.db.in_transaction():

@@ -1,5 +1,7 @@
 """Diffing the strategy against the live catalog, and applying the plan."""
 
+from dataclasses import replace
+
 from ..dialects import dialect_for
 from ..settings import get_retention_days
 from ..timeutil import UTC, to_utc, utcnow
@@ -41,10 +43,16 @@ class PartitionManager:
     def rows(self, partition):
         """Rows in ``partition``: the planner's estimate, or an exact count
         when it was never analysed (or is the default partition)."""
-        if partition.rows_estimate is not None and not partition.is_default:
-            return partition.rows_estimate
-        q = COUNT_ROWS.format(table=self.dialect.quote(partition.name))
-        return self.db.execute_sql(q).fetchone()[0]
+        return self.figures(partition)[0]
+
+    def figures(self, partition):
+        """``(rows, bytes)`` of ``partition`` as the dialect reads them (on
+        Citus: from the shards); rows counted exactly where no estimate exists."""
+        rows, size = self.dialect.partition_figures(self.db, partition)
+        if rows is None or partition.is_default:
+            q = COUNT_ROWS.format(table=self.dialect.quote(partition.name))
+            rows = self.db.execute_sql(q).fetchone()[0]
+        return rows, size
 
     def default_rows(self, table, live=None):
         """Exact number of rows waiting in ``table``'s default partition."""
@@ -89,9 +97,16 @@ class PartitionManager:
                         (start, end)).fetchone()[0]
                 plan.create.append(Creation(table, self.strategy.name(table, start),
                                             start, end, waiting))
-            plan.drop.extend(p for p in live
+            plan.drop.extend(self._shown(p) for p in live
                              if p.owned and not p.is_default and p.end <= cutoff)
         return plan
+
+    def _shown(self, partition):
+        """``partition`` with the figures a person should see in the plan."""
+        rows, size = self.dialect.partition_figures(self.db, partition)
+        if (rows, size) == (partition.rows_estimate, partition.bytes):
+            return partition
+        return replace(partition, rows_estimate=rows, bytes=size)
 
     def apply(self, plan):
         """Create, move and drop as planned (re-checking the catalog under the

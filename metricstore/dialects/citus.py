@@ -1,0 +1,195 @@
+"""Citus: PostgreSQL with the ``citus`` extension (coordinator or worker).
+
+Chosen by :func:`~metricstore.dialects.dialect_for` when the extension is
+installed. Everything single-node PostgreSQL does still holds; what differs:
+
+- query shapes: Citus refuses a LATERAL probe or a correlated subquery whose
+  outer side is a reference table (``servers``) once ``metrics`` is
+  distributed, so the latest row, the ranking, the silent servers and the
+  time span are computed per shard (grouped or DISTINCT ON by ``server_id``,
+  which Citus pushes down to every shard in parallel) and joined to
+  ``servers`` afterwards;
+- insert counts come from ``RETURNING`` (Citus's row count of a
+  distributed ``INSERT ... SELECT`` is the rows sent, not the rows stored);
+- sizes and row counts come from the shards (``citus_total_relation_size``,
+  a distributed ``count(*)``), not from the coordinator's empty shell tables;
+- a partition filled on the coordinator and then attached to a distributed
+  table is distributed by Citus; its coordinator copy is truncated at once;
+- provisioning a tenant schema makes it a distributed schema
+  (schema-based sharding: the whole tenant lives on one worker).
+"""
+
+from ..errors import ConfigurationError
+from .postgres import PostgresDialect, PostgresWriter
+
+# Latest row per server: DISTINCT ON the distribution column runs on every
+# shard at once; the reference table joins afterwards.
+LATEST = ("SELECT s.id, s.name, m.collected_at, m.value FROM servers s JOIN "
+          "(SELECT DISTINCT ON (server_id) server_id, collected_at, value FROM metrics "
+          "WHERE metric_type_id = :mid ORDER BY server_id, collected_at DESC) m "
+          "ON m.server_id = s.id {filter} ORDER BY s.id")
+LATEST_SNAPSHOTS = (
+    "SELECT s.id, s.name, x.collected_at, x.cpu_percent, x.memory_percent, "
+    "x.connection_count, x.status FROM servers s LEFT JOIN "
+    "(SELECT DISTINCT ON (server_id) * FROM server_snapshots "
+    "ORDER BY server_id, collected_at DESC) x ON x.server_id = s.id {filter} ORDER BY s.id")
+# Uncorrelated subqueries: Citus runs each per shard (DISTINCT server_id is
+# pushed down) and probes the reference table with the ids it got back.
+SILENT = ("SELECT s.id, s.name FROM servers s WHERE s.id NOT IN "
+          "(SELECT DISTINCT server_id FROM metrics WHERE collected_at >= :since) "
+          "AND s.id NOT IN (SELECT DISTINCT server_id FROM server_snapshots "
+          "WHERE collected_at >= :since) ORDER BY s.id")
+# Only rows of registered servers count, as on a single node.
+TIME_SPAN = ("SELECT MIN(f), MAX(l) FROM (SELECT server_id, MIN(collected_at) AS f, "
+             "MAX(collected_at) AS l FROM {table} GROUP BY server_id) t "
+             "WHERE server_id IN (SELECT id FROM servers)")
+
+SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
+IS_DISTRIBUTED = "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass"
+# 'n' + replication model 't': a reference table; 'h': hash-distributed;
+# 'n' + colocation of a distributed schema: a single-shard table.
+CITUS_KIND = ("SELECT CASE WHEN partmethod = 'h' THEN 'distributed' "
+              "WHEN repmodel = 't' THEN 'reference' ELSE 'single shard' END "
+              "FROM pg_dist_partition WHERE logicalrelid = %s::regclass")
+DISTRIBUTED_SCHEMA = ("SELECT 1 FROM pg_dist_schema s JOIN pg_namespace n ON n.oid = s.schemaid "
+                      "WHERE n.nspname = %s")
+TOTAL_SIZE = ("SELECT COALESCE(SUM(CASE WHEN p.logicalrelid IS NULL "
+              "THEN pg_total_relation_size(c.oid) "
+              "ELSE citus_total_relation_size(c.oid) END), 0) FROM pg_class c "
+              "LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid "
+              "WHERE c.relkind = 'r' AND c.oid IN "
+              "(SELECT relid FROM pg_partition_tree(%s::regclass))")
+
+
+class CitusDialect(PostgresDialect):
+    name = "citus"
+
+    latest = LATEST
+    latest_snapshots = LATEST_SNAPSHOTS
+    silent = SILENT
+    time_span = TIME_SPAN
+
+    def __init__(self, schema=None, version=None):
+        super().__init__(schema)
+        self.version = version
+
+    def top(self, stat, direction):
+        # GROUP BY server_id runs per shard; the per-server LATERAL does not.
+        return super(PostgresDialect, self).top(stat, direction)
+
+    def prepare(self, db):
+        """The tenant schema: one this creates is a Citus distributed schema
+        (schema-based sharding: the tenant's tables form one co-located group
+        on one worker). An existing schema is left as it is."""
+        if self.schema:
+            if not db.execute_sql(SCHEMA_EXISTS, (self.schema,)).fetchone():
+                with db.atomic():
+                    db.execute_sql("SET LOCAL citus.enable_schema_based_sharding TO on")
+                    db.execute_sql("CREATE SCHEMA IF NOT EXISTS %s" % self.quote(self.schema))
+            # Never CREATE SCHEMA IF NOT EXISTS for an existing schema here: on
+            # Citus 13.2 it makes a serial column created later in the same
+            # transaction fail on the workers ("..._id_seq does not exist").
+            db.execute_sql("SET search_path TO %s" % self.quote(self.schema))
+
+    def prepare_distribution(self, db):
+        """Before row-based sharding: on the coordinator, in a plain schema
+        (created here if missing, so provisioning does not distribute it)."""
+        if not self.is_coordinator(db):
+            raise ConfigurationError("distribute runs on the Citus coordinator; this URL "
+                                     "names a worker node: use the coordinator's URL")
+        if not self.schema:
+            return
+        if db.execute_sql(DISTRIBUTED_SCHEMA, (self.schema,)).fetchone():
+            raise ConfigurationError(
+                "tenant schema %s is a Citus distributed schema (schema-based sharding: "
+                "the whole tenant on one worker) and cannot be sharded by server in "
+                "place (Citus cannot undistribute its identity columns); provision the "
+                "large tenant under a new schema with `metricstore distribute URL`, "
+                "which creates it as a plain schema, and copy its rows there" % self.schema)
+        db.execute_sql("CREATE SCHEMA IF NOT EXISTS %s" % self.quote(self.schema))
+
+    def is_coordinator(self, db):
+        """Whether this session is on the coordinator (group 0), read-only."""
+        (group,) = db.execute_sql("SELECT groupid FROM pg_dist_local_group").fetchone()
+        return group == 0
+
+    def check_can_draw_ids(self, db, table):
+        # Citus hands workers bigint sequence ranges only; the int identities
+        # (servers, maintenance_runs) are drawn on the coordinator.
+        if not self.is_coordinator(db):
+            raise ConfigurationError(
+                "%s ids are drawn on the Citus coordinator only: this URL names a worker "
+                "node; register new servers (and run provision, maintain and "
+                "distribute) through the coordinator's URL. Samples and snapshots of "
+                "registered servers may be written through any node" % table)
+
+    def is_distributed(self, db, table):
+        """Whether ``table`` is a Citus table (distributed, reference or in a
+        distributed schema), read-only."""
+        return bool(db.execute_sql(IS_DISTRIBUTED, (self.quote(table),)).fetchone())
+
+    def citus_kind(self, db, table):
+        """'reference', 'distributed', 'single shard' or None (a local table)."""
+        row = db.execute_sql(CITUS_KIND, (self.quote(table),)).fetchone()
+        return row[0] if row else None
+
+    def distribute(self, db, reference, distributed, column):
+        """Turn the tenant into reference tables plus co-located hash-distributed
+        tables (by ``column``); idempotent. Rows already in a table are copied
+        to its shards and the coordinator's copy truncated. Returns the tables
+        changed."""
+        changed = []
+        for table in reference:
+            if self.citus_kind(db, table) != "reference":
+                db.execute_sql("SELECT create_reference_table(%s::regclass)",
+                               (self.quote(table),))
+                self._drop_local_copy(db, table)
+                changed.append("%s (reference)" % table)
+        colocate = "default"
+        for table in distributed:
+            if self.citus_kind(db, table) != "distributed":
+                db.execute_sql("SELECT create_distributed_table(%s::regclass, %s, "
+                               "colocate_with => %s)", (self.quote(table), column, colocate))
+                self._drop_local_copy(db, table)
+                changed.append("%s (distributed by %s)" % (table, column))
+            colocate = self.quote(table) if colocate == "default" else colocate
+        return changed
+
+    def _drop_local_copy(self, db, table):
+        """Truncate what Citus left of ``table``'s rows on the coordinator."""
+        db.execute_sql("SELECT truncate_local_data_after_distributing_table(%s::regclass)",
+                       (self.quote(table),))
+
+    def row_count(self, db, table, exact_below=None):
+        """Exact: a distributed ``count(*)`` runs on every shard in parallel
+        (the coordinator's own statistics describe empty shell tables)."""
+        return db.execute_sql("SELECT count(*) FROM %s" % self.quote(table)).fetchone()[0], True
+
+    def table_bytes(self, db, table):
+        """Bytes of ``table`` and its indexes on every node holding it."""
+        (size,) = db.execute_sql(TOTAL_SIZE, (self.quote(table),)).fetchone()
+        return int(size)
+
+    def partition_figures(self, db, partition):
+        """``(rows, bytes)`` of a LivePartition, read from its shards (exact)."""
+        return (self.row_count(db, partition.name)[0],
+                self.table_bytes(db, partition.name))
+
+    def attached(self, db, partition):
+        """After ATTACH of a partition filled on the coordinator: Citus has
+        copied its rows to the shards; drop the coordinator's hidden copy."""
+        if self.is_distributed(db, partition):
+            self._drop_local_copy(db, partition)
+
+    def writer(self, db, target):
+        return CitusWriter(db, self, target)
+
+
+class CitusWriter(PostgresWriter):
+    """Counts the rows stored with RETURNING: on Citus the row count of an
+    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` is the rows sent."""
+
+    INSERT = "WITH ins AS (%s RETURNING 1) SELECT count(*) FROM ins" % PostgresWriter.INSERT
+
+    def inserted(self):
+        return self.cursor.fetchone()[0]

@@ -1,0 +1,59 @@
+"""Row-based sharding of one large tenant on Citus (``metricstore distribute``).
+
+Layout: ``servers``, ``metric_types``, ``tenant_settings``, ``maintenance_runs``
+and the migration history become reference tables (a copy on every node, so a
+collector connected to any node reads them); ``metrics`` and
+``server_snapshots`` are hash-distributed by ``server_id`` and co-located, so
+every one-server query is a router query to one shard. New month partitions
+created later are distributed by Citus with their parent.
+
+Ids are drawn on the coordinator only (Citus gives workers bigint sequence
+ranges; ``servers.id`` is an int): register servers, provision, maintain and
+distribute through the coordinator; write and read samples through any node.
+"""
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+from .dialects import dialect_for
+from .partitioning import SERIES_TABLES
+from .provision import provision
+from .schema import HISTORY_TABLE
+
+DISTRIBUTION_COLUMN = "server_id"
+REFERENCE_TABLES = ("servers", "metric_types", "tenant_settings", "maintenance_runs",
+                    HISTORY_TABLE)
+DISTRIBUTED_TABLES = SERIES_TABLES
+
+
+@dataclass
+class DistributionReport:
+    """What :func:`distribute` provisioned and changed (``changed`` empty when
+    the tenant was already distributed)."""
+    provisioned: object
+    changed: list = field(default_factory=list)
+
+    def lines(self):
+        yield from self.provisioned.lines()
+        if not self.changed:
+            yield "already distributed: nothing to do"
+        for change in self.changed:
+            yield "distributed: %s" % change
+
+
+def distribute(db, retention_days=None):
+    """Provision the tenant if needed and shard it across the Citus cluster
+    (see the module doc); idempotent, run on the coordinator. Existing rows
+    are copied to the shards (and the coordinator's copy truncated) in one
+    transaction under the tenant's provisioning lock. Raises
+    ConfigurationError off Citus, on a worker, or for a tenant already in a
+    distributed schema (schema-based sharding)."""
+    dialect = dialect_for(db)
+    with db.connection_context() if db.is_closed() else nullcontext():
+        dialect.prepare_distribution(db)
+        report = DistributionReport(provision(db, retention_days=retention_days))
+        with db.atomic():
+            with dialect.lock(db, "provision"):
+                report.changed = dialect.distribute(db, REFERENCE_TABLES, DISTRIBUTED_TABLES,
+                                                    DISTRIBUTION_COLUMN)
+    return report
