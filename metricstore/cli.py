@@ -177,7 +177,9 @@ def maintain(url, dry_run, now_text):
 @cli.command()
 @click.argument("url_arg", metavar="[URL]", required=False)
 @url_option
-def distribute(url_arg, url):
+@click.option("--shards", type=click.IntRange(1, 1024), default=None,
+              help="Shards per distributed table (default: citus.shard_count, 32).")
+def distribute(url_arg, url, shards):
     """Shard one large tenant across a Citus cluster (idempotent; coordinator URL).
 
     servers, metric_types, tenant_settings, maintenance_runs and the migration
@@ -189,7 +191,7 @@ def distribute(url_arg, url):
       metricstore distribute postgresql://root@127.0.0.1:9700/test?schema=big
     """
     db = open_db(url_arg or url)
-    click.echo("\n".join(distribute_tenant(db).lines()))
+    click.echo("\n".join(distribute_tenant(db, shard_count=shards).lines()))
 
 
 @cli.command()

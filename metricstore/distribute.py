@@ -41,13 +41,15 @@ class DistributionReport:
             yield "distributed: %s" % change
 
 
-def distribute(db, retention_days=None):
+def distribute(db, retention_days=None, shard_count=None):
     """Provision the tenant if needed and shard it across the Citus cluster
     (see the module doc); idempotent, run on the coordinator. Existing rows
     are copied to the shards (and the coordinator's copy truncated) in one
     transaction under the tenant's provisioning lock. Raises
     ConfigurationError off Citus, on a worker, or for a tenant already in a
-    distributed schema (schema-based sharding)."""
+    distributed schema (schema-based sharding). ``shard_count``: shards of
+    the distributed tables when first made (None: the cluster's
+    ``citus.shard_count``, 32 by default)."""
     dialect = dialect_for(db)
     with db.connection_context() if db.is_closed() else nullcontext():
         dialect.prepare_distribution(db)
@@ -55,5 +57,5 @@ def distribute(db, retention_days=None):
         with db.atomic():
             with dialect.lock(db, "provision"):
                 report.changed = dialect.distribute(db, REFERENCE_TABLES, DISTRIBUTED_TABLES,
-                                                    DISTRIBUTION_COLUMN)
+                                                    DISTRIBUTION_COLUMN, shard_count)
     return report

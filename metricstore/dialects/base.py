@@ -184,7 +184,7 @@ class Dialect:
             "%s cannot distribute tables: `metricstore distribute` needs the coordinator "
             "of a Citus cluster (PostgreSQL with CREATE EXTENSION citus)" % self.name)
 
-    def distribute(self, db, reference, distributed, column):
+    def distribute(self, db, reference, distributed, column, shard_count=None):
         """Make ``reference`` tables reference tables and shard ``distributed``
         tables by ``column``, co-located (after :meth:`prepare_distribution`)."""
         raise NotImplementedError

@@ -133,11 +133,11 @@ class CitusDialect(PostgresDialect):
         row = db.execute_sql(CITUS_KIND, (self.quote(table),)).fetchone()
         return row[0] if row else None
 
-    def distribute(self, db, reference, distributed, column):
+    def distribute(self, db, reference, distributed, column, shard_count=None):
         """Turn the tenant into reference tables plus co-located hash-distributed
-        tables (by ``column``); idempotent. Rows already in a table are copied
-        to its shards and the coordinator's copy truncated. Returns the tables
-        changed."""
+        tables (by ``column``; ``shard_count`` None: citus.shard_count, 32 by
+        default); idempotent. Rows already in a table are copied to its shards
+        and the coordinator's copy truncated. Returns the tables changed."""
         changed = []
         for table in reference:
             if self.citus_kind(db, table) != "reference":
@@ -148,8 +148,14 @@ class CitusDialect(PostgresDialect):
         colocate = "default"
         for table in distributed:
             if self.citus_kind(db, table) != "distributed":
-                db.execute_sql("SELECT create_distributed_table(%s::regclass, %s, "
-                               "colocate_with => %s)", (self.quote(table), column, colocate))
+                if colocate == "default" and shard_count:
+                    db.execute_sql("SELECT create_distributed_table(%s::regclass, %s, "
+                                   "shard_count => %s)", (self.quote(table), column,
+                                                          shard_count))
+                else:
+                    db.execute_sql("SELECT create_distributed_table(%s::regclass, %s, "
+                                   "colocate_with => %s)",
+                                   (self.quote(table), column, colocate))
                 self._drop_local_copy(db, table)
                 changed.append("%s (distributed by %s)" % (table, column))
             colocate = self.quote(table) if colocate == "default" else colocate
