@@ -15,12 +15,12 @@ from array import array
 from datetime import datetime, timedelta
 
 import click
-import peewee as pw
 
 from . import demo as demo_data
 from .connection import connect, default_url
 from .distribute import distribute as distribute_tenant
 from .errors import MetricstoreError, QueryError
+from .guard import DRIVER_ERRORS
 from .maintenance import maintain as run_maintenance
 from .partitioning import SERIES_TABLES, PartitionManager
 from .partitioning.plan import human_bytes
@@ -31,7 +31,7 @@ from .status import status as tenant_status
 from .textplot import sparkline, table
 from .timeutil import parse_duration, parse_when, utcnow
 
-EXIT_USAGE, EXIT_ATTENTION = 2, 1
+EXIT_USAGE, EXIT_ATTENTION, EXIT_ENVIRONMENT = 2, 1, 1
 
 url_option = click.option("--url", envvar="DATABASE_URL", default=None,
                           help="Database URL (default: $DATABASE_URL, else "
@@ -217,6 +217,9 @@ def partitions(url):
                          "" if p.is_default else p.end, count,
                          human_bytes(size), "yes" if p.owned else "NO"))
     click.echo(table(["table", "partition", "from", "to", "rows", "size", "managed"], rows))
+    for conflict in manager.plan().conflicts:
+        click.echo("BLOCKED %s %s: %s" % (conflict.table, conflict.month.strftime("%Y-%m"),
+                                          conflict))
 
 
 @cli.command()
@@ -544,17 +547,22 @@ def main(argv=None):
         echo_err("error: %s" % exc.format_message())
         return EXIT_USAGE
     except MetricstoreError as exc:
-        echo_err("error: %s" % str(exc).splitlines()[0])
-        return EXIT_USAGE
-    except pw.DatabaseError as exc:
-        message = str(exc).strip().splitlines()[0]
-        if "does not exist" in message or "no such table" in message:
-            message += " (is the tenant provisioned? run `metricstore init`)"
-        echo_err("error: database: %s" % message)
-        return EXIT_USAGE
+        echo_err("error: %s" % _one_line(exc))
+        return exc.exit_code
+    except DRIVER_ERRORS as exc:          # a path the library failed to guard
+        echo_err("error: database: %s" % _one_line(exc))
+        return EXIT_ENVIRONMENT
+    except OSError as exc:                # e.g. stdout or an input file went away
+        echo_err("error: %s" % _one_line(exc))
+        return EXIT_ENVIRONMENT
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
     return 0
+
+
+def _one_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def entry_point():

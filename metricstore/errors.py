@@ -6,7 +6,13 @@ wrapped in :class:`DatabaseError` with the original kept as ``__cause__``.
 
 
 class MetricstoreError(Exception):
-    """Base class of every error metricstore raises on purpose."""
+    """Base class of every error metricstore raises on purpose.
+
+    ``exit_code``: what the CLI exits with: 2 for the caller's mistakes, 1
+    for failures of the environment (database, disk, network).
+    """
+
+    exit_code = 2
 
 
 class ConfigurationError(MetricstoreError):
@@ -51,10 +57,17 @@ class SchemaError(MetricstoreError):
 class MaintenanceError(MetricstoreError):
     """Partition maintenance or retention could not complete."""
 
+    exit_code = 1
+
 
 class PartitionConflictError(MaintenanceError):
     """A table not made by metricstore (a detached or hand-made partition)
-    stands where a month partition should go; the message names it and the fix."""
+    stands where a month partition should go; the message names it and the
+    fix, ``conflict`` is the :class:`~metricstore.partitioning.plan.Conflict`."""
+
+    def __init__(self, message, conflict=None):
+        self.conflict = conflict
+        super().__init__(message)
 
 
 class DatabaseError(MetricstoreError):
@@ -63,6 +76,8 @@ class DatabaseError(MetricstoreError):
     The narrow subclasses below say what the environment did; a plain
     DatabaseError is a driver failure nothing narrower describes.
     """
+
+    exit_code = 1
 
 
 class ConnectError(DatabaseError):

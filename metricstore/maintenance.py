@@ -4,12 +4,15 @@ expired partitions dropped, expired rows deleted, and a record of it all."""
 import json
 
 from .dialects import dialect_for
+from .errors import MaintenanceError
+from .guard import guarded
 from .models import MaintenanceRun
 from .partitioning import PartitionManager, Result, forget_months
 from .retention import delete_expired
 from .timeutil import utcnow
 
 
+@guarded("maintain", atomic=False)
 def maintain(db, dry_run=False, now=None, strategy=None):
     """Plan and (unless ``dry_run``) apply maintenance; return a :class:`Result`.
 
@@ -31,7 +34,9 @@ def maintain(db, dry_run=False, now=None, strategy=None):
         run = MaintenanceRun.insert(started_at=utcnow(), dry_run=False).execute(db)
     result.run_id = run
     try:
-        result.created, result.moved, result.dropped = manager.apply(plan)
+        # A failed creation never stops retention: apply() goes on with the
+        # drops, the expired rows are deleted, and the failure is raised last.
+        result.created, result.moved, result.dropped = manager.apply(plan, result.errors)
         forget_months(db)                  # dropped months are gone now
         result.deleted = delete_expired(db, plan.cutoff)
         result.default_rows_after = {t: manager.default_rows(t) for t in manager.tables} \
@@ -39,12 +44,20 @@ def maintain(db, dry_run=False, now=None, strategy=None):
     except Exception as exc:
         _finish(db, dialect, result, error="%s: %s" % (type(exc).__name__, exc))
         raise
+    if result.errors:
+        error = "; ".join(str(e) for e in result.errors)
+        _finish(db, dialect, result, error=error)
+        raise MaintenanceError("maintenance on %s: retention ran, but %d partition step(s) "
+                               "failed: %s" % (db.url or "the database", len(result.errors),
+                                               error)) from result.errors[0]
     _finish(db, dialect, result)
     return result
 
 
 def _finish(db, dialect, result, error=None):
-    detail = json.dumps({"planned_at": result.plan.now.isoformat(), "created": result.created, "dropped": result.dropped,
+    detail = json.dumps({"planned_at": result.plan.now.isoformat(), "created": result.created,
+                         "dropped": result.dropped,
+                         "conflicts": [str(c) for c in result.plan.conflicts],
                          "deleted": result.deleted,
                          "default_rows_after": result.default_rows_after})
     with dialect.write_transaction(db):
@@ -55,6 +68,7 @@ def _finish(db, dialect, result, error=None):
          .where(MaintenanceRun.id == result.run_id).execute(db))
 
 
+@guarded("reading the last maintenance run", read_only=True)
 def last_run(db):
     """The most recent real maintenance run, or None (read-only)."""
     return (MaintenanceRun.select().where(MaintenanceRun.dry_run == False)  # noqa: E712

@@ -4,6 +4,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from .dialects import dialect_for
+from .guard import guarded
 from .partitioning import ensure_partitions_ahead
 from .schema import migrate
 from .seed import seed_metric_types
@@ -29,6 +30,7 @@ class ProvisionReport:
             yield "partitions created: %s" % (", ".join(self.partitions_created) or "none")
 
 
+@guarded("provision", atomic=False)
 def provision(db, retention_days=None, now=None):
     """Migrate, seed and configure a tenant database; idempotent.
 

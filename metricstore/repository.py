@@ -14,6 +14,7 @@ from typing import NamedTuple, Optional
 from . import queries as Q
 from .dialects import dialect_for
 from .errors import QueryError, UnknownMetricError, UnknownServerError
+from .guard import guarded
 from .ingest import (METRICS, SNAPSHOTS, Sample, SnapshotSample, metric_checker,
                      snapshot_checker, write)
 from .models import COUNTER, MetricType, Server
@@ -113,7 +114,6 @@ class MetricRepository:
 
     def __init__(self, db, max_skew=DEFAULT_MAX_SKEW, clock=utcnow):
         self.db = db
-        self.dialect = dialect_for(db)
         if not isinstance(max_skew, timedelta) or max_skew < timedelta(0):
             raise QueryError("max_skew must be a timedelta >= 0 (how far in the future a "
                              "collected_at may be), got %r" % (max_skew,))
@@ -122,7 +122,13 @@ class MetricRepository:
         self._rules = {}
         self._known_servers = set()     # ids seen to exist (metricstore never deletes one)
 
+    @property
+    def dialect(self):
+        """The database's dialect (chosen on first use, then cached on ``db``)."""
+        return dialect_for(self.db)
+
     # -- catalog ------------------------------------------------------------------
+    @guarded(read_only=True)
     def metric_rules(self, refresh=False):
         """``{name: MetricRule}`` of the tenant's metric types (cached)."""
         if refresh or not self._rules:
@@ -152,12 +158,14 @@ class MetricRepository:
                                  "MetricRepository.servers() or register one with "
                                  "add_server(name)" % (server_id,))
 
+    @guarded(read_only=True)
     def servers(self):
         """Registered servers as ``ServerRef(id, name)``, by id (read-only)."""
         return [ServerRef(*r) for r in self.db.execute_sql(
             "SELECT id, name FROM servers ORDER BY id")]
 
     # -- writing ------------------------------------------------------------------
+    @guarded(atomic=False)
     def add_server(self, name):
         """Id of the server called ``name``, registering it if new (idempotent)."""
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
@@ -172,11 +180,13 @@ class MetricRepository:
             sid = registered.scalar()
         return sid
 
+    @guarded()
     def record(self, server_id, collected_at, values, on_error="raise"):
         """Store one sample of several metrics: ``values`` maps name -> number."""
         return self.record_many((Sample(server_id, name, value, collected_at)
                                  for name, value in values.items()), on_error=on_error)
 
+    @guarded()
     def record_many(self, samples, on_error="raise"):
         """Store ``(server_id, metric, value, collected_at)`` rows from any iterable.
 
@@ -189,6 +199,7 @@ class MetricRepository:
                                self._time_bounds())
         return write(self.db, METRICS, samples, check, on_error)
 
+    @guarded()
     def record_snapshot(self, server_id, collected_at, cpu_percent=None, memory_percent=None,
                         connection_count=None, status="online"):
         """Store one server snapshot (idempotent on (server_id, collected_at))."""
@@ -196,6 +207,7 @@ class MetricRepository:
                                                      memory_percent, connection_count,
                                                      status)])
 
+    @guarded()
     def record_snapshots(self, snapshots, on_error="raise"):
         """Store SnapshotSample tuples (or dicts with its fields); like record_many."""
         check = snapshot_checker(self._server_ids(), self._time_bounds())
@@ -217,6 +229,7 @@ class MetricRepository:
         t = self.dialect.time_param
         return rule, start, end, {"sid": sid, "mid": rule.id, "start": t(start), "end": t(end)}
 
+    @guarded(read_only=True)
     def series(self, server_id, metric, start, end):
         """Raw points ``Point(collected_at, value)`` in ``[start, end)``, ascending.
 
@@ -228,6 +241,7 @@ class MetricRepository:
         params = self._series_params(server_id, metric, start, end)[3]
         return self._stream(params)
 
+    @guarded("series", read_only=True)
     def _stream(self, params):
         for rows in self._pages(params):
             yield from self._points(rows)
@@ -249,6 +263,7 @@ class MetricRepository:
         times, values = zip(*rows)
         return map(tuple.__new__, repeat(Point), zip(self.dialect.time_results(times), values))
 
+    @guarded(read_only=True)
     def buckets(self, server_id, metric, start, end, every, stats=DEFAULT_STATS, fill=False):
         """Statistics per UTC-aligned bucket of width ``every`` (a timedelta).
 
@@ -281,6 +296,7 @@ class MetricRepository:
             begin += every
         return out
 
+    @guarded(read_only=True)
     def summary(self, server_id, metric, start, end, stats=DEFAULT_STATS):
         """``{stat: value}`` over all points of ``[start, end)`` (values None
         when there are none). Read-only."""
@@ -290,6 +306,7 @@ class MetricRepository:
         row = self.db.execute_sql(sql, params).fetchone()
         return dict(zip(stats, _numbers(row[1:]) if row else [None] * len(stats)))
 
+    @guarded(read_only=True)
     def rate(self, server_id, metric, start, end, every, max_gap=DEFAULT_MAX_GAP):
         """Per-second rate of a counter per UTC-aligned bucket of width ``every``.
 
@@ -314,6 +331,7 @@ class MetricRepository:
                             float(delta), float(seconds), pairs))
         return out
 
+    @guarded(read_only=True)
     def latest(self, metric, server_ids=None):
         """The latest value of ``metric`` for every server that has one (or for
         ``server_ids``): ``Latest(server_id, server_name, collected_at, value)``,
@@ -325,6 +343,7 @@ class MetricRepository:
         return [Latest(sid, name, decode(t), v)
                 for sid, name, t, v in self.db.execute_sql(sql, params)]
 
+    @guarded(read_only=True)
     def latest_snapshots(self, stale_after=DEFAULT_STALE_AFTER, server_ids=None, now=None):
         """Every server's latest snapshot as a :class:`FleetEntry`, marked
         ``stale`` when older than ``stale_after`` (or absent). Read-only."""
@@ -345,6 +364,7 @@ class MetricRepository:
         params["ids"] = self.dialect.ids_param(server_ids)
         return self.dialect.sql(template, filter=self.dialect.id_filter("s.id"))
 
+    @guarded(read_only=True)
     def snapshots(self, server_id, start, end):
         """A server's snapshots in ``[start, end)``, ascending. Read-only."""
         start, end = check_range(start, end)
@@ -354,6 +374,7 @@ class MetricRepository:
                                    {"sid": sid, "start": t(start), "end": t(end)})
         return [Snapshot(sid, self.dialect.time_result(r[0]), *r[1:]) for r in rows]
 
+    @guarded(read_only=True)
     def top(self, metric, start, end, n=10, stat="avg", ascending=False):
         """The ``n`` servers ranked by ``stat`` (avg, min, max, last, p50..p99)
         of ``metric`` over ``[start, end)``; highest first unless
@@ -374,6 +395,7 @@ class MetricRepository:
         return [Ranked(sid, names.get(sid), float(v))
                 for sid, v in self.db.execute_sql(sql, params)]
 
+    @guarded(read_only=True)
     def gaps(self, server_id, metric, start, end, expected_every, tolerance=1.5):
         """Intervals in ``[start, end)`` longer than ``expected_every * tolerance``
         with no sample, as ``Gap(start, end)`` bounded by the samples (or range
@@ -396,6 +418,7 @@ class MetricRepository:
             out.append(Gap(last, end))
         return out
 
+    @guarded(read_only=True)
     def silent_servers(self, since):
         """Servers with no metric and no snapshot collected at or after ``since``."""
         since = to_utc(since, "since")

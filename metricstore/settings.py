@@ -1,8 +1,7 @@
 """Tenant settings: one row in ``tenant_settings``."""
 
-import peewee as pw
-
 from .errors import ConfigurationError, SchemaError
+from .guard import guarded
 from .models import RETENTION_DAYS_DEFAULT, RETENTION_DAYS_RANGE, TenantSettings
 from .timeutil import utcnow
 
@@ -32,12 +31,10 @@ def ensure_settings(db, retention_days=None):
     return get_settings(db)
 
 
+@guarded("reading the tenant settings", read_only=True)
 def get_settings(db):
-    """The settings row (read-only)."""
-    try:
-        row = TenantSettings.select().where(TenantSettings.id == 1).bind(db).first()
-    except (pw.OperationalError, pw.ProgrammingError):   # no such table
-        row = None
+    """The settings row (read-only). SchemaError when not provisioned."""
+    row = TenantSettings.select().where(TenantSettings.id == 1).bind(db).first()
     if row is None:
         raise SchemaError("tenant settings are missing: the database is not provisioned; "
                           "run metricstore.provision(db) or `metricstore init`")
@@ -49,6 +46,7 @@ def get_retention_days(db):
     return get_settings(db).retention_days
 
 
+@guarded("setting retention_days")
 def set_retention_days(db, days):
     """Set the retention in days (1..3660); takes effect at the next maintenance."""
     check_retention_days(days)

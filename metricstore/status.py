@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from .dialects import dialect_for
+from .guard import guarded
 from .maintenance import last_run
 from .partitioning import SERIES_TABLES, PartitionManager
 from .schema import applied, pending
@@ -22,6 +23,7 @@ class Status:
     rows: dict = field(default_factory=dict)          # table -> (count, exact)
     span: dict = field(default_factory=dict)          # table -> (first, last)
     default_rows: dict = field(default_factory=dict)
+    conflicts: list = field(default_factory=list)     # partitioning.Conflict
     last_run: object = None
     problems: list = field(default_factory=list)
 
@@ -30,6 +32,7 @@ class Status:
         return not self.problems
 
 
+@guarded("status", read_only=True)
 def status(db, now=None, max_maintenance_age=DEFAULT_MAX_MAINTENANCE_AGE):
     """Schema version, row counts, time span, retention, last maintenance run
     and rows in default partitions; ``problems`` lists what needs attention
@@ -44,6 +47,7 @@ def status(db, now=None, max_maintenance_age=DEFAULT_MAX_MAINTENANCE_AGE):
     manager = PartitionManager(db)
     if dialect.partitioned:
         result.default_rows = {t: manager.default_rows(t) for t in SERIES_TABLES}
+        result.conflicts = manager.plan().conflicts
     result.last_run = last_run(db)
     if result.pending:
         result.problems.append("pending migrations: %s (run `metricstore init`)"
@@ -55,6 +59,8 @@ def status(db, now=None, max_maintenance_age=DEFAULT_MAX_MAINTENANCE_AGE):
     elif now - result.last_run.started_at > max_maintenance_age:
         result.problems.append("maintenance is overdue: last run %s ago (run `metricstore "
                                "maintain` daily)" % (now - result.last_run.started_at))
+    for conflict in result.conflicts:
+        result.problems.append("partition blocked: %s" % conflict)
     for table, rows in result.default_rows.items():
         if rows:
             result.problems.append("%d row(s) wait in %s's default partition (run "

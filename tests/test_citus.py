@@ -230,6 +230,7 @@ def test_one_server_queries_are_router_queries(citus_url):
     latest = "\n".join(r[0] for r in db.execute_sql(
         "EXPLAIN " + d.sql(d.latest, filter=""), {"mid": 1}).fetchall())
     assert "Task Count: %d" % SHARDS in latest       # one task per shard, in parallel
+    assert "Limit" in latest and "Index" in latest    # each one probes every server
     db.close()
 
 

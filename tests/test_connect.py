@@ -188,9 +188,9 @@ def test_postgresql_with_a_bad_port_is_refused():
 
 def test_postgresql_unknown_option_is_refused_naming_the_allowed_one():
     with pytest.raises(ConfigurationError) as err:
-        connect(PG + "?sslmode=require")
-    assert "sslmode" in str(err.value)
-    assert "schema=" in str(err.value)
+        connect(PG + "?sslmod=require")
+    assert "sslmod" in str(err.value)
+    assert "schema=" in str(err.value) and "sslmode=" in str(err.value)
 
 
 def test_postgresql_password_is_not_echoed_in_errors():

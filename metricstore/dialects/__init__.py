@@ -18,15 +18,19 @@ __all__ = ["CitusDialect", "Column", "Dialect", "Table", "dialect_for"]
 CITUS_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'citus'"
 
 
-def dialect_for(db):
+def dialect_for(db, detect=True):
     """The dialect for peewee database ``db``, chosen on first use and cached
     on the database. On PostgreSQL the choice reads ``pg_extension`` once
     (opening a short connection if ``db`` is closed): a database with the
-    ``citus`` extension gets :class:`CitusDialect`."""
+    ``citus`` extension gets :class:`CitusDialect`. ``detect=False`` never
+    touches the server (for classifying a failure to reach it): before the
+    choice is made it returns a plain, uncached :class:`PostgresDialect`."""
     dialect = getattr(db, "_metricstore_dialect", None)
     if dialect is None:
         if isinstance(db, pw.PostgresqlDatabase):
             schema = getattr(db, "schema", None)
+            if not detect:
+                return PostgresDialect(schema)
             version = _citus_version(db)
             dialect = CitusDialect(schema, version) if version else PostgresDialect(schema)
         elif isinstance(db, pw.SqliteDatabase):

@@ -4,7 +4,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .. import queries as Q
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DatabaseError
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,16 @@ class Dialect:
     def grouped_stats(self, source, stats):
         """``SELECT g, <stat>...`` over ``source`` rows (g, t, v) grouped by g."""
         raise NotImplementedError
+
+    # -- errors ---------------------------------------------------------------------
+    def classify(self, exc, connecting=False, lost=False, db=None):
+        """``(error class, what happened, the fix)`` for driver error ``exc``.
+
+        ``connecting``: raised while opening the connection. ``lost``: the
+        driver reports the connection dead. ``db``: the database it came
+        from. Read-only. See :mod:`metricstore.guard`.
+        """
+        return DatabaseError, "the database failed", "see the chained driver error"
 
     # -- introspection -----------------------------------------------------------
     def table_columns(self, db, table):

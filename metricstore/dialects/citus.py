@@ -3,12 +3,11 @@
 Chosen by :func:`~metricstore.dialects.dialect_for` when the extension is
 installed. Everything single-node PostgreSQL does still holds; what differs:
 
-- query shapes: Citus refuses a LATERAL probe or a correlated subquery whose
-  outer side is a reference table (``servers``) once ``metrics`` is
-  distributed, so the latest row, the ranking, the silent servers and the
-  time span are computed per shard (grouped or DISTINCT ON by ``server_id``,
-  which Citus pushes down to every shard in parallel) and joined to
-  ``servers`` afterwards;
+- query shapes: Citus refuses a LATERAL ``LIMIT 1`` probe, an aggregate
+  without GROUP BY or a correlated subquery whose outer side is a reference
+  table (``servers``); the same per-server index probes are written as
+  LATERAL subqueries grouped by ``server_id`` (see :func:`probe`), which
+  Citus pushes down to every shard in parallel;
 - insert counts come from ``RETURNING`` (Citus's row count of a
   distributed ``INSERT ... SELECT`` is the rows sent, not the rows stored);
 - sizes and row counts come from the shards (``citus_total_relation_size``,
@@ -20,29 +19,54 @@ installed. Everything single-node PostgreSQL does still holds; what differs:
 """
 
 from ..errors import ConfigurationError
-from .postgres import PostgresDialect, PostgresWriter
+from .postgres import AGGREGATES, PostgresDialect, PostgresWriter
 
-# Latest row per server: DISTINCT ON the distribution column runs on every
-# shard at once; the reference table joins afterwards.
-LATEST = ("SELECT s.id, s.name, m.collected_at, m.value FROM servers s JOIN "
-          "(SELECT DISTINCT ON (server_id) server_id, collected_at, value FROM metrics "
-          "WHERE metric_type_id = :mid ORDER BY server_id, collected_at DESC) m "
-          "ON m.server_id = s.id {filter} ORDER BY s.id")
+def probe(table, columns, where, order="collected_at DESC"):
+    """A LATERAL subquery: ``table``'s first row for server ``s.id`` in
+    ``order`` (one backward/forward index probe, LIMIT 1), wrapped in a GROUP BY
+    of the distribution column. Citus refuses the bare LIMIT 1 probe once its
+    outer side is a reference table; grouped by ``server_id`` it pushes the
+    whole join down, and every shard probes each server (at most one row, so
+    ``max(c)`` is that row's ``c``)."""
+    picked = ", ".join("max(%s) AS %s" % (c, c) for c in columns)
+    return ("(SELECT server_id, %s FROM (SELECT server_id, %s FROM %s WHERE server_id = s.id"
+            "%s ORDER BY %s LIMIT 1) probe GROUP BY server_id)"
+            % (picked, ", ".join(columns), table, where and " AND " + where, order))
+
+
+SNAPSHOT_COLUMNS = ("collected_at", "cpu_percent", "memory_percent", "connection_count",
+                    "status")
+LATEST = ("SELECT s.id, s.name, m.collected_at, m.value FROM servers s CROSS JOIN LATERAL "
+          + probe("metrics", ("collected_at", "value"), "metric_type_id = :mid")
+          + " m {filter} ORDER BY s.id")
+# Citus refuses a LEFT JOIN LATERAL to a reference table: the probes join
+# inside, then every server (with or without a snapshot) joins outside.
 LATEST_SNAPSHOTS = (
     "SELECT s.id, s.name, x.collected_at, x.cpu_percent, x.memory_percent, "
-    "x.connection_count, x.status FROM servers s LEFT JOIN "
-    "(SELECT DISTINCT ON (server_id) * FROM server_snapshots "
-    "ORDER BY server_id, collected_at DESC) x ON x.server_id = s.id {filter} ORDER BY s.id")
-# Uncorrelated subqueries: Citus runs each per shard (DISTINCT server_id is
-# pushed down) and probes the reference table with the ids it got back.
-SILENT = ("SELECT s.id, s.name FROM servers s WHERE s.id NOT IN "
-          "(SELECT DISTINCT server_id FROM metrics WHERE collected_at >= :since) "
-          "AND s.id NOT IN (SELECT DISTINCT server_id FROM server_snapshots "
-          "WHERE collected_at >= :since) ORDER BY s.id")
-# Only rows of registered servers count, as on a single node.
-TIME_SPAN = ("SELECT MIN(f), MAX(l) FROM (SELECT server_id, MIN(collected_at) AS f, "
-             "MAX(collected_at) AS l FROM {table} GROUP BY server_id) t "
-             "WHERE server_id IN (SELECT id FROM servers)")
+    "x.connection_count, x.status FROM servers s LEFT JOIN (SELECT p.* FROM servers s "
+    "CROSS JOIN LATERAL " + probe("server_snapshots", SNAPSHOT_COLUMNS, "")
+    + " p {filter}) x ON x.server_id = s.id {filter} ORDER BY s.id")
+# The active servers (one probe per server and shard) come back as an
+# intermediate result; the reference table is filtered with them.
+ACTIVE = ("SELECT p.server_id FROM servers s CROSS JOIN LATERAL "
+          + "%s p")
+SILENT = ("SELECT s.id, s.name FROM servers s WHERE s.id NOT IN (%s) AND s.id NOT IN (%s) "
+          "ORDER BY s.id" % tuple(
+              ACTIVE % probe(t, ("collected_at",), "collected_at >= :since")
+              for t in ("metrics", "server_snapshots")))
+# Two probes per server (first and last row): two scalar subqueries, each
+# one pushed-down query (a LATERAL holding both is refused).
+TIME_SPAN = ("SELECT (SELECT min(p.collected_at) FROM servers s CROSS JOIN LATERAL %s p), "
+             "(SELECT max(p.collected_at) FROM servers s CROSS JOIN LATERAL %s p)" % (
+                 probe("{table}", ("collected_at",), "", "collected_at"),
+                 probe("{table}", ("collected_at",), "")))
+# top(): the single node's per-server aggregates, grouped by server_id.
+TOP_PER_SERVER = (
+    "SELECT s.id, a.stat FROM servers s CROSS JOIN LATERAL (SELECT server_id, {aggregate} "
+    "AS stat FROM (SELECT server_id, collected_at AS t, value AS v FROM metrics "
+    "WHERE server_id = s.id AND metric_type_id = :mid AND collected_at >= :start "
+    "AND collected_at < :end) src GROUP BY server_id) a "
+    "WHERE a.stat IS NOT NULL ORDER BY a.stat {direction}, s.id LIMIT :n")
 
 SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
 IS_DISTRIBUTED = "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass"
@@ -74,8 +98,8 @@ class CitusDialect(PostgresDialect):
         self.version = version
 
     def top(self, stat, direction):
-        # GROUP BY server_id runs per shard; the per-server LATERAL does not.
-        return super(PostgresDialect, self).top(stat, direction)
+        return self.sql(TOP_PER_SERVER.format(aggregate=AGGREGATES[stat],
+                                              direction=direction))
 
     def prepare(self, db):
         """The tenant schema: one this creates is a Citus distributed schema

@@ -6,10 +6,10 @@ and bucket queries are index-only scans.
 """
 
 import io
+import re
 from contextlib import contextmanager
 
-import re
-
+from .. import errors as E
 from .. import queries as Q
 from ..queries import PERCENTILES
 from ..timeutil import UTC
@@ -20,6 +20,58 @@ AGGREGATES = {"avg": "avg(v)", "min": "min(v)", "max": "max(v)", "sum": "sum(v)"
               "count": "count(*)", "last": "(array_agg(v ORDER BY t DESC))[1]"}
 AGGREGATES.update({name: "percentile_cont(%r) WITHIN GROUP (ORDER BY v)" % p
                    for name, p in PERCENTILES.items()})
+
+
+NOT_PROVISIONED = ("the tenant is not provisioned (or the URL names the wrong ?schema=)",
+                   "run `metricstore init URL` or metricstore.provision(db) first")
+# SQLSTATE -> (class, what happened, the fix); a class-wide "08" etc. by prefix.
+SQLSTATES = {
+    "28P01": (E.AuthenticationError, "the server refused the password",
+              "fix the user or password in the URL"),
+    "28000": (E.AuthenticationError, "the server refused the user",
+              "fix the user in the URL or the server's pg_hba.conf"),
+    "3D000": (E.DatabaseMissingError, "the database does not exist",
+              "create it (createdb NAME) or fix the database name in the URL"),
+    "42P01": (E.SchemaError,) + NOT_PROVISIONED,
+    "3F000": (E.SchemaError,) + NOT_PROVISIONED,
+    "25006": (E.ReadOnlyError, "the server accepts no writes (a standby, or "
+              "default_transaction_read_only)", "connect to the primary"),
+    "53100": (E.DiskFullError, "the server's disk is full",
+              "free space on the database server; nothing of this call was kept"),
+    "55P03": (E.LockTimeoutError, "a lock was not granted within lock_timeout",
+              "another transaction holds the table; retry later"),
+    "40P01": (E.LockTimeoutError, "a deadlock was broken by aborting this call",
+              "retry the call"),
+    "57014": (E.StatementTimeoutError, "a statement ran past statement_timeout",
+              "narrow the time range or raise ?statement_timeout= in the URL"),
+    "42501": (E.DatabaseError, "permission denied",
+              "grant the URL's user rights on the tenant's schema"),
+    "57P03": (E.ConnectError, "the server is starting up or shutting down",
+              "retry in a few seconds"),
+}
+LOST_CLASSES = ("08", "57P01", "57P02")
+CONNECT_MESSAGES = (
+    ("password authentication failed", E.AuthenticationError,
+     "the server refused the password", "fix the user or password in the URL"),
+    ("no password supplied", E.AuthenticationError, "the server wants a password",
+     "put it in the URL (postgresql://user:password@host/db) or in ~/.pgpass"),
+    ("no pg_hba.conf entry", E.AuthenticationError, "the server does not admit this user "
+     "from this host", "add a pg_hba.conf entry or fix the user in the URL"),
+    ('role "', E.AuthenticationError, "the server has no such user",
+     "fix the user in the URL (or CREATE ROLE it)"),
+    ('database "', E.DatabaseMissingError, "the database does not exist",
+     "create it (createdb NAME) or fix the database name in the URL"),
+    ("connection refused", E.ConnectError, "nothing listens at that host and port",
+     "check the host and port in the URL and that the server is running"),
+    ("timeout expired", E.ConnectError, "the server did not answer within connect_timeout",
+     "check the host and port, or raise ?connect_timeout= (seconds) in the URL"),
+    ("the database system is", E.ConnectError,
+     "the server is starting up or shutting down", "retry in a few seconds"),
+)
+LOST_MESSAGES = ("server closed the connection", "connection already closed",
+                 "cursor already closed", "terminating connection", "could not receive data",
+                 "could not send data", "no connection to the server", "ssl syscall",
+                 "connection not open", "eof detected")
 
 
 class PostgresDialect(Dialect):
@@ -46,6 +98,21 @@ class PostgresDialect(Dialect):
     def __init__(self, schema=None):
         self.schema = schema
         self._sql_cache = {}
+
+    def classify(self, exc, connecting=False, lost=False, db=None):
+        code = getattr(exc, "pgcode", None) or ""
+        message = str(exc).lower()
+        if code in SQLSTATES:
+            return SQLSTATES[code]
+        if connecting:
+            for fragment, cls, reason, fix in CONNECT_MESSAGES:
+                if fragment in message:
+                    return cls, reason, fix
+            return (E.ConnectError, "cannot connect to the server",
+                    "check the host and port in the URL and that the server is running")
+        if lost or code.startswith(LOST_CLASSES) or any(m in message for m in LOST_MESSAGES):
+            return E.ConnectionLostError, "the connection was lost", "retry"
+        return super().classify(exc, connecting, lost, db)
 
     def sql(self, template, **fragments):
         key = (template, tuple(sorted(fragments.items())))

@@ -7,10 +7,12 @@ series' points sit together and the key is also the covering index.
 """
 
 import json
+import os
 from datetime import timedelta
 from itertools import repeat
 from operator import add, itemgetter
 
+from .. import errors as E
 from ..queries import PERCENTILES
 from ..timeutil import EPOCH, ONE_US, from_micros, to_micros
 from .base import Dialect
@@ -22,6 +24,31 @@ PLAIN = {"avg": "AVG(v)", "min": "MIN(v)", "max": "MAX(v)", "sum": "SUM(v)",
 ORDER_WINDOWS = ("ROW_NUMBER() OVER (PARTITION BY g ORDER BY v) - 1 AS rn, "
                  "COUNT(*) OVER (PARTITION BY g) AS n")
 LAST_WINDOW = "ROW_NUMBER() OVER (PARTITION BY g ORDER BY t DESC) AS recent"
+
+
+READ_ONLY = (E.ReadOnlyError, "the file (or its folder, or its file system) is read-only",
+             "make the file and its folder writable (SQLite writes -wal/-shm files beside it)")
+# (message fragment, class, what happened, the fix); first match wins.
+SQLITE_ERRORS = (
+    ("database is locked", E.LockTimeoutError,
+     "another connection held the write lock longer than busy_timeout",
+     "retry, or raise ?busy_timeout= (seconds) in the URL"),
+    ("database table is locked", E.LockTimeoutError, "a table is locked by this connection",
+     "finish the open statement or transaction first"),
+    ("disk is full", E.DiskFullError, "the disk holding the file is full",
+     "free space on that disk; nothing of the failed call was kept"),
+    ("readonly database",) + READ_ONLY,
+    ("unable to open database", E.DatabaseMissingError, "the file cannot be opened",
+     "check the path in the URL and the folder's permissions"),
+    ("no such table", E.SchemaError, "the tenant is not provisioned",
+     "run `metricstore init URL` or metricstore.provision(db) first"),
+    ("not a database", E.DatabaseError, "the file is not an SQLite database",
+     "point the URL at a metricstore SQLite file"),
+    ("malformed", E.DatabaseError, "the file is corrupt",
+     "restore it from a backup; `sqlite3 FILE .recover` may save rows"),
+    ("disk i/o error", E.DatabaseError, "the operating system failed a read or write",
+     "check the disk and the file system"),
+)
 
 
 class SqliteDialect(Dialect):
@@ -36,6 +63,19 @@ class SqliteDialect(Dialect):
 
     def table_suffix(self, table):
         return " WITHOUT ROWID" if table.series else ""
+
+    def classify(self, exc, connecting=False, lost=False, db=None):
+        message = str(exc).lower()
+        path = getattr(db, "database", None)
+        if "unable to open" in message and path and os.path.isfile(path) \
+                and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            # WAL mode must create FILE-shm beside the file: a read-only
+            # folder or file system fails to "open" an existing file.
+            return READ_ONLY
+        for fragment, cls, reason, fix in SQLITE_ERRORS:
+            if fragment in message:
+                return cls, reason, fix
+        return super().classify(exc, connecting, lost, db)
 
     def time_param(self, dt):
         return to_micros(dt)

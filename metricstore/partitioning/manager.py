@@ -3,9 +3,11 @@
 from dataclasses import replace
 
 from ..dialects import dialect_for
+from ..errors import MaintenanceError
+from ..guard import guarded
 from ..settings import get_retention_days
 from ..timeutil import UTC, to_utc, utcnow
-from .catalog import live_partitions
+from .catalog import blocker, live_partitions, names_taken
 from .operations import create_month, drop_partition, ensure_default
 from .plan import Creation, Plan
 from .strategy import MonthlyStrategy
@@ -26,14 +28,19 @@ class PartitionManager:
 
     def __init__(self, db, strategy=None, tables=SERIES_TABLES, clock=utcnow):
         self.db = db
-        self.dialect = dialect_for(db)
         self.strategy = strategy or MonthlyStrategy()
         self.tables = tables
         self.clock = clock
 
+    @property
+    def dialect(self):
+        """The database's dialect (chosen on first use, then cached on ``db``)."""
+        return dialect_for(self.db)
+
     def now(self):
         return to_utc(self.clock(), "clock()")
 
+    @guarded("reading partitions", read_only=True)
     def live(self, table):
         """Live partitions of ``table`` (read-only; [] on SQLite)."""
         if not self.dialect.partitioned:
@@ -72,6 +79,7 @@ class PartitionManager:
         q = DEFAULT_MONTHS.format(default=self.dialect.quote(default))
         return [m.replace(tzinfo=UTC) for (m,) in self.db.execute_sql(q).fetchall()]
 
+    @guarded("planning partitions", read_only=True)
     def plan(self, retention_days=None):
         """The :class:`Plan` at ``now()``; changes nothing."""
         now = self.now()
@@ -86,8 +94,16 @@ class PartitionManager:
                 continue
             default = self._default(table, live)
             plan.default_rows[table] = self.default_rows(table, live)
-            for start in self.strategy.wanted(now, self._data_months(table, default), cutoff):
+            wanted = self.strategy.wanted(now, self._data_months(table, default), cutoff)
+            taken = names_taken(self.db, self.dialect, table,
+                                [self.strategy.name(table, m) for m in wanted])
+            for start in wanted:
+                name = self.strategy.name(table, start)
                 start, end = self.strategy.bounds(start)
+                conflict = blocker(table, name, start, end, live, taken)
+                if conflict is not None:
+                    plan.conflicts.append(conflict)
+                    continue
                 if any(p.overlaps(start, end) for p in live):
                     continue
                 waiting = 0
@@ -108,9 +124,15 @@ class PartitionManager:
             return partition
         return replace(partition, rows_estimate=rows, bytes=size)
 
-    def apply(self, plan):
+    @guarded("applying the partition plan", atomic=False)
+    def apply(self, plan, errors=None):
         """Create, move and drop as planned (re-checking the catalog under the
-        lock at every step). Returns ``(created names, rows moved, dropped names)``."""
+        lock at every step). Returns ``(created names, rows moved, dropped names)``.
+
+        With an ``errors`` list, a step that fails is appended to it and the
+        rest of the plan still runs (drops are never skipped because a
+        creation failed); without one, the first failure raises.
+        """
         created, moved, dropped = [], 0, []
         if not self.dialect.partitioned:
             return created, moved, dropped
@@ -119,11 +141,22 @@ class PartitionManager:
             if name:
                 created.append(name)
         for c in plan.create:
-            name, n = create_month(self.db, self.dialect, self.strategy, c.table, c.start)
+            try:
+                name, n = create_month(self.db, self.dialect, self.strategy, c.table, c.start)
+            except MaintenanceError as exc:
+                if errors is None:
+                    raise
+                errors.append(exc)
+                continue
             if name:
                 created.append(name)
             moved += n
         for p in plan.drop:
-            if drop_partition(self.db, self.dialect, p.table, p.name):
-                dropped.append(p.name)
+            try:
+                if drop_partition(self.db, self.dialect, p.table, p.name):
+                    dropped.append(p.name)
+            except MaintenanceError as exc:
+                if errors is None:
+                    raise
+                errors.append(exc)
         return created, moved, dropped

@@ -9,8 +9,9 @@ import time
 
 import peewee as pw
 
-from ..errors import MaintenanceError
-from .catalog import live_partitions
+from ..errors import MaintenanceError, PartitionConflictError
+from ..guard import cause
+from .catalog import blocker, live_partitions, names_taken
 from .strategy import MARKER
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def retrying(db, dialect, step, what):
                 with dialect.lock(db, LOCK_NAME, timeout_s=LOCK_TIMEOUT_S):
                     return step()
         except pw.OperationalError as exc:
-            code = getattr(getattr(exc, "orig", None), "pgcode", None)
+            code = getattr(cause(exc), "pgcode", None)
             if code not in (LOCK_NOT_AVAILABLE, DEADLOCK) or attempt == ATTEMPTS:
                 raise MaintenanceError("%s failed after %d attempt(s): %s; is a long "
                                        "transaction holding the table? retry later"
@@ -66,7 +67,7 @@ def retrying(db, dialect, step, what):
 def ensure_default(db, dialect, table):
     """Create ``table``'s DEFAULT partition if missing; return its name or None."""
     def step():
-        if any(p.is_default for p in live_partitions(db, dialect, table)):
+        if any(p.is_default for p in live_partitions(db, dialect, table, sizes=False)):
             return None
         part = default_name(table)
         db.execute_sql(CREATE_DEFAULT.format(part=dialect.quote(part),
@@ -87,7 +88,12 @@ def create_month(db, dialect, strategy, table, start):
     q = dialect.quote
 
     def step():
-        live = live_partitions(db, dialect, table)
+        live = live_partitions(db, dialect, table, sizes=False)
+        conflict = blocker(table, name, start, end, live, names_taken(db, dialect, table,
+                                                                     [name]))
+        if conflict is not None:
+            raise PartitionConflictError("cannot create partition %s: %s" % (name, conflict),
+                                         conflict)
         if any(p.overlaps(start, end) for p in live):
             return None, 0
         default = next((p.name for p in live if p.is_default), None)
@@ -115,7 +121,7 @@ def create_month(db, dialect, strategy, table, start):
 def drop_partition(db, dialect, table, name):
     """Detach and drop partition ``name`` if it is still there and ours."""
     def step():
-        live = {p.name: p for p in live_partitions(db, dialect, table)}
+        live = {p.name: p for p in live_partitions(db, dialect, table, sizes=False)}
         part = live.get(name)
         if part is None or not part.owned or part.is_default:
             return False

@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ..timeutil import add_months
+
 
 @dataclass(frozen=True)
 class Creation:
@@ -11,6 +13,37 @@ class Creation:
     start: datetime
     end: datetime
     waiting_rows: int = 0     # rows in the default partition that will move in
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A table that keeps a month from getting its partition: ``blocker``
+    (not made by metricstore) is either attached and covers only part of
+    the month (``kind='overlap'``) or a detached table holding the month
+    partition's name (``kind='name'``). Rows of the month go to the default
+    partition until it is resolved; :attr:`fix` says how."""
+    table: str
+    month: datetime
+    blocker: str
+    kind: str
+
+    @property
+    def fix(self):
+        if self.kind == "name":
+            return ("rename it (ALTER TABLE %s RENAME TO ...), drop it, or re-attach it "
+                    "(ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM ('%s') TO ('%s'))"
+                    % (self.blocker, self.table, self.blocker, _t(self.month),
+                       _t(add_months(self.month, 1))))
+        return ("detach it (ALTER TABLE %s DETACH PARTITION %s), move its rows back "
+                "(INSERT INTO %s SELECT * FROM %s), drop it, then run `metricstore maintain`"
+                % (self.table, self.blocker, self.table, self.blocker))
+
+    def __str__(self):
+        what = ("is a table that is not a partition of %s but holds the name of its %s "
+                "partition" if self.kind == "name" else
+                "is a partition of %s covering only part of %s")
+        return "%s %s; rows of that month wait in the default partition: %s" % (
+            self.blocker, what % (self.table, self.month.strftime("%Y-%m")), self.fix)
 
 
 @dataclass
@@ -22,6 +55,7 @@ class Plan:
     cutoff: datetime
     create: list = field(default_factory=list)
     drop: list = field(default_factory=list)          # LivePartition
+    conflicts: list = field(default_factory=list)     # Conflict
     default_rows: dict = field(default_factory=dict)  # table -> rows in DEFAULT
     partitions: dict = field(default_factory=dict)    # table -> [LivePartition]
 
@@ -37,6 +71,8 @@ class Plan:
             rows = "?" if p.rows_estimate is None else "~%d" % p.rows_estimate
             yield "  drop   %s [%s, %s) %s rows, %s" % (
                 p.name, _t(p.start), _t(p.end), rows, human_bytes(p.bytes))
+        for c in self.conflicts:
+            yield "  BLOCKED %s: %s" % (c.month.strftime("%Y-%m"), c)
         yield "  delete rows older than the cutoff in bounded batches"
         for table, rows in sorted(self.default_rows.items()):
             yield "  %s default partition holds %d row(s)" % (table, rows)
@@ -57,6 +93,7 @@ class Result:
     dropped: list = field(default_factory=list)
     deleted: dict = field(default_factory=dict)
     default_rows_after: dict = field(default_factory=dict)
+    errors: list = field(default_factory=list)        # steps that failed (retention still ran)
     run_id: int = None
 
     def lines(self):
