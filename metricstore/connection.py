@@ -39,7 +39,8 @@ from urllib.parse import parse_qsl, urlparse
 
 import peewee as pw
 from playhouse import db_url
-from playhouse.pool import _PooledPostgresqlDatabase, _PooledSqliteDatabase
+from playhouse.pool import (MaxConnectionsExceeded, _PooledPostgresqlDatabase,
+                            _PooledSqliteDatabase)
 
 from .errors import ConfigurationError, MetricstoreError
 from .guard import cause, translate
@@ -59,11 +60,11 @@ LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey")     # passed to 
 POSTGRES_OPTIONS = ("schema", "connect_timeout", "statement_timeout") + LIBPQ_OPTIONS
 
 
-def _connect_or_raise(db, connect, reuse_if_open):
+def _connect_or_raise(db, connect, reuse_if_open, passthrough=()):
     """``connect(reuse_if_open)`` with driver failures raised as metricstore's."""
     try:
         return connect(reuse_if_open)
-    except MetricstoreError:
+    except (MetricstoreError,) + passthrough:
         raise
     except Exception as exc:
         raise translate(db, exc, "connecting", connecting=True) from cause(exc)
@@ -77,7 +78,9 @@ class TenantDatabase:
     url = None
 
     def connect(self, reuse_if_open=False):
-        return _connect_or_raise(self, super().connect, reuse_if_open)
+        # A full pool is the pool's to wait on (PoolMixin translates it last).
+        return _connect_or_raise(self, super().connect, reuse_if_open,
+                                 passthrough=(MaxConnectionsExceeded,))
 
     def execute_sql(self, sql, params=None):
         try:
@@ -159,12 +162,16 @@ class HealingMixin:
         return super().rollback()
 
     def commit(self):
+        # What a lost connection means for the caller's data depends on
+        # whether a COMMIT was in flight or done (see guard.translate).
         self._state.commit_failed = False
         try:
-            return super().commit()
+            done = super().commit()
         except Exception:
             self._state.commit_failed = True
             raise
+        self._state.commits = getattr(self._state, "commits", 0) + 1
+        return done
 
 
 class SqliteTenantDatabase(TenantDatabase, pw.SqliteDatabase):
@@ -323,7 +330,9 @@ def _sqlite(url, parsed, options, pooled):
     busy = _seconds(url, options, "busy_timeout", SQLITE_BUSY_TIMEOUT_S, zero_ok=True)
     kwargs = dict(timeout=busy, pragmas={"journal_mode": "wal", "synchronous": "normal",
                                          "foreign_keys": 1, "busy_timeout": int(busy * 1000)})
-    if pooled:
+    if pooled:     # the pool's ``timeout`` is its wait; the busy_timeout pragma stays
+        del kwargs["timeout"]
+        kwargs["check_same_thread"] = False      # a connection serves one thread at a time
         return PooledSqliteTenantDatabase(path, **kwargs, **_pool_kwargs(url, options))
     return SqliteTenantDatabase(path, **kwargs)
 

@@ -32,22 +32,30 @@ class UnknownServerError(MetricstoreError, LookupError):
 
 
 class ValidationError(MetricstoreError, ValueError):
-    """A batch held invalid rows; nothing of it was written.
+    """A batch held invalid rows; nothing of it was written after ``committed``.
 
-    ``errors`` lists every bad row as :class:`metricstore.validation.RowError`
-    (position in the batch, field, reason).
+    ``errors`` lists the bad rows as :class:`metricstore.validation.RowError`
+    (position in the batch, field, reason). ``committed``: input rows (from
+    the start) already committed before the bad one was met, 0 unless the
+    write committed in steps (``commit_every``).
     """
 
-    def __init__(self, errors, what="batch"):
+    def __init__(self, errors, what="batch", committed=0):
         self.errors = list(errors)
+        self.committed = committed
         shown = "\n".join("  " + str(e) for e in self.errors[:20])
         more = len(self.errors) - 20
         if more > 0:
             shown += "\n  ... and %d more" % more
-        super().__init__(
-            "%d invalid row(s) in the %s; nothing was written (pass "
-            "on_error='skip' to store the valid rows and get the rejected "
-            "ones back):\n%s" % (len(self.errors), what, shown))
+        if committed:
+            kept = ("rows 0-%d were committed before the first bad row; nothing after "
+                    "them was written (fix the rows and re-run: stored rows are skipped)"
+                    % (committed - 1))
+        else:
+            kept = ("nothing was written (pass on_error='skip' to store the valid rows "
+                    "and get the rejected ones back)")
+        super().__init__("%d invalid row(s) in the %s; %s:\n%s"
+                         % (len(self.errors), what, kept, shown))
 
 
 class SchemaError(MetricstoreError):
@@ -99,9 +107,11 @@ class ConnectionLostError(DatabaseError):
 
     The connection has been closed for real; the next call opens a new one.
     ``written`` says what happened to the call's own transaction: False when
-    it cannot have committed, None when the loss hit the COMMIT itself (then
-    it may have). Writes are idempotent, so ``retry_safe`` is always True:
-    re-sending the same batch never duplicates a row.
+    it cannot have committed, True when it committed before the loss (in
+    the call's clean-up), None when the loss hit the COMMIT itself or the
+    call commits in several steps (then some or all may have). Writes are
+    idempotent, so ``retry_safe`` is always True: re-sending the same batch
+    never duplicates a row.
     """
 
     retry_safe = True

@@ -47,7 +47,12 @@ def database_of(args):
     return first if isinstance(first, pw.Database) else getattr(first, "db", None)
 
 
-def translate(db, exc, what, connecting=False, atomic=True):
+def commits(db):
+    """How many COMMITs this thread's connection state has completed."""
+    return getattr(getattr(db, "_state", None), "commits", 0)
+
+
+def translate(db, exc, what, connecting=False, atomic=True, commits_before=None):
     """The metricstore error for driver error ``exc`` raised by call ``what``
     on ``db`` (not raised here: ``raise translate(...) from cause(exc)``).
 
@@ -74,19 +79,24 @@ def translate(db, exc, what, connecting=False, atomic=True):
     if cls is not ConnectionLostError:
         return cls(text)
     in_commit = getattr(db._state, "commit_failed", False)
+    committed = commits_before is not None and commits(db) > commits_before
     if not db.in_transaction():
         db.discard_connection()
-    written = None if in_commit or not atomic else False
-    outcome = ("nothing of it was committed" if written is False else
-               "it may have been committed before the connection died")
+    if in_commit or not atomic:
+        written = None
+    else:
+        written = committed and not db.in_transaction()
+    outcome = {False: "nothing of it was committed",
+               True: "it was committed before the connection died",
+               None: "it may have been committed before the connection died"}[written]
     return ConnectionLostError("%s on %s: the connection to the server was lost (%s); %s; "
                                "retrying the same call is safe (re-sent rows are never "
                                "stored twice) and the next call opens a new connection"
                                % (what, where, _first_line(driver), outcome), written=written)
 
 
-def _reraise(db, exc, name, atomic):
-    error = translate(db, exc, name, atomic=atomic)
+def _reraise(db, exc, name, atomic, commits_before=None):
+    error = translate(db, exc, name, atomic=atomic, commits_before=commits_before)
     if error is cause(exc):                  # already metricstore's
         raise error from error.__cause__
     raise error from cause(exc)
@@ -128,6 +138,7 @@ def guarded(what=None, read_only=False, atomic=True):
             # the call the caller made (record_many, not an inner lookup).
             outer = not getattr(_calls, "depth", 0)
             _calls.depth = getattr(_calls, "depth", 0) + 1
+            before = commits(db)
             try:
                 return fn(*args, **kwargs)
             except MetricstoreError:
@@ -135,7 +146,7 @@ def guarded(what=None, read_only=False, atomic=True):
             except DRIVER_ERRORS as exc:
                 if not outer:
                     raise
-                _reraise(db, exc, name, atomic)
+                _reraise(db, exc, name, atomic, before)
             finally:
                 _calls.depth -= 1
 

@@ -1,9 +1,10 @@
 """Validated, idempotent, atomic bulk writes of samples and snapshots.
 
 Rows stream through in chunks (the iterable is never held in memory); every
-row is checked; the engine's fastest idempotent path writes them (SQLite:
-``executemany`` of INSERT OR IGNORE in one BEGIN IMMEDIATE transaction;
-PostgreSQL: COPY into a session temp table, then one
+row is checked and staged in a temp table while no write lock is held, then
+the engine's fastest idempotent path writes them in one transaction (or one
+per ``commit_every`` rows) (SQLite: INSERT OR IGNORE ... SELECT under BEGIN
+IMMEDIATE; PostgreSQL: COPY into the stage, then one
 ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``). Re-sending a batch inserts
 nothing twice: the natural keys make a repeat a no-op.
 """
@@ -105,34 +106,51 @@ def _chunks(iterable, size):
         position += len(chunk)
 
 
-def write(db, target, rows, check, on_error="raise", chunk_rows=None):
+def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_every=None):
     """Validate ``rows`` with ``check`` and write the good ones to ``target``.
 
     ``check(position, chunk, errors) -> (good rows, set of UTC day numbers)``.
     ``on_error='raise'`` (default): any bad row -> ValidationError listing
-    all of them, nothing written. ``'skip'``: good rows are written and the
-    bad ones returned in ``WriteResult.rejected``. ``chunk_rows``: rows
-    per chunk, :data:`CHUNK_ROWS` (read at call time) when None. On SQLite
-    the write lock is held while the iterable is read: pass a list, not a
-    slow pipe, when other writers share the file.
+    them, and no row after the last commit is written. ``'skip'``: good rows
+    are written and the bad ones returned in ``WriteResult.rejected``.
+    ``commit_every``: None (default) writes the whole batch in one
+    transaction (all or nothing); N commits after every N input rows, so a
+    huge input never holds the write lock for long (re-running it after a
+    failure is safe: stored rows are skipped as duplicates). ``chunk_rows``:
+    rows read and validated at a time, :data:`CHUNK_ROWS` (read at call time)
+    when None. The input is read and staged outside any write lock.
     """
     if on_error not in ON_ERROR:
         raise QueryError("on_error must be 'raise' (all or nothing) or 'skip' (store the "
                          "valid rows), got %r" % (on_error,))
-    errors, valid, days = [], 0, set()
+    if commit_every is not None and (isinstance(commit_every, bool)
+                                     or not isinstance(commit_every, int) or commit_every < 1):
+        raise QueryError("commit_every must be None (one transaction) or a positive number "
+                         "of rows, got %r" % (commit_every,))
+    size = min(chunk_rows or CHUNK_ROWS, commit_every or CHUNK_ROWS)
+    errors, valid, inserted, committed = [], 0, 0, 0
+    days, pending = set(), 0
     with dialect_for(db).writer(db, target) as writer:
-        for position, chunk in _chunks(rows, chunk_rows or CHUNK_ROWS):
+        def flush():
+            # Only the months that hold rows get a partition, however far apart.
+            months = sorted({month_start(from_micros(d * DAY_US)) for d in days})
+            days.clear()
+            return writer.flush(lambda: ensure_months(db, target.table, months))
+
+        for position, chunk in _chunks(rows, size):
             good, chunk_days = check(position, chunk, errors)
             valid += len(good)
-            days |= chunk_days
             if errors and on_error == "raise":
                 continue                     # keep validating, stop writing
+            days |= chunk_days
             writer.add(good)
+            pending += len(chunk)
+            if commit_every and pending >= commit_every:
+                inserted += flush()
+                committed, pending = position + len(chunk), 0
         if errors and on_error == "raise":
-            raise ValidationError(errors)
-        # Only the months that hold rows get a partition, however far apart.
-        months = sorted({month_start(from_micros(d * DAY_US)) for d in days})
-        inserted = writer.finish(lambda: ensure_months(db, target.table, months))
+            raise ValidationError(errors, committed=committed)
+        inserted += flush()
     return WriteResult(inserted, valid - inserted, errors)
 
 

@@ -186,18 +186,19 @@ class MetricRepository:
         return self.record_many((Sample(server_id, name, value, collected_at)
                                  for name, value in values.items()), on_error=on_error)
 
-    @guarded()
-    def record_many(self, samples, on_error="raise"):
+    def record_many(self, samples, on_error="raise", commit_every=None):
         """Store ``(server_id, metric, value, collected_at)`` rows from any iterable.
 
-        Streams in chunks; atomic unless ``on_error='skip'``; rows already
-        stored are counted as duplicates, never written twice. Returns a
-        :class:`~metricstore.ingest.WriteResult`. Raises ValidationError
-        listing every bad row.
+        Streams in chunks, read and validated while no write lock is held;
+        one transaction (all or nothing) unless ``commit_every=N`` (commit
+        after every N input rows, for huge inputs). Bad rows raise
+        ValidationError listing them, or with ``on_error='skip'`` are
+        returned in the result. Rows already stored are counted as
+        duplicates, never written twice. Returns a
+        :class:`~metricstore.ingest.WriteResult`.
         """
-        check = metric_checker(self.metric_rules(refresh=True), self._server_ids(),
-                               self._time_bounds())
-        return write(self.db, METRICS, samples, check, on_error)
+        write_ = self._record_many if commit_every is None else self._record_many_in_steps
+        return write_(METRICS, samples, on_error, commit_every)
 
     @guarded()
     def record_snapshot(self, server_id, collected_at, cpu_percent=None, memory_percent=None,
@@ -207,11 +208,26 @@ class MetricRepository:
                                                      memory_percent, connection_count,
                                                      status)])
 
-    @guarded()
-    def record_snapshots(self, snapshots, on_error="raise"):
+    def record_snapshots(self, snapshots, on_error="raise", commit_every=None):
         """Store SnapshotSample tuples (or dicts with its fields); like record_many."""
-        check = snapshot_checker(self._server_ids(), self._time_bounds())
-        return write(self.db, SNAPSHOTS, snapshots, check, on_error)
+        write_ = (self._record_snapshots if commit_every is None
+                  else self._record_snapshots_in_steps)
+        return write_(SNAPSHOTS, snapshots, on_error, commit_every)
+
+    def _write(self, target, rows, on_error, commit_every):
+        if target is METRICS:
+            check = metric_checker(self.metric_rules(refresh=True), self._server_ids(),
+                                   self._time_bounds())
+        else:
+            check = snapshot_checker(self._server_ids(), self._time_bounds())
+        return write(self.db, target, rows, check, on_error, commit_every=commit_every)
+
+    # A connection lost mid-write: with one transaction nothing was committed;
+    # with commit_every earlier steps may have been (ConnectionLostError.written).
+    _record_many = guarded("record_many")(_write)
+    _record_many_in_steps = guarded("record_many", atomic=False)(_write)
+    _record_snapshots = guarded("record_snapshots")(_write)
+    _record_snapshots_in_steps = guarded("record_snapshots", atomic=False)(_write)
 
     def _time_bounds(self):
         """From the retention cutoff (rows older would be deleted by the next

@@ -102,6 +102,7 @@ def shared_db(tmp_path_factory):
     db.connect()
     metricstore.provision(db)
     yield db
+    assert_integrity(db)
     db.close()
     next(urls, None)            # drops the PostgreSQL schema
 
@@ -130,8 +131,22 @@ def raw_db(tenant_url):
         db.close()
 
 
+def assert_integrity(db):
+    """SQLite: ``PRAGMA integrity_check`` says ``ok`` (PostgreSQL has no such check)."""
+    if BACKEND != "sqlite":
+        return
+    opened = db.connect(reuse_if_open=True)
+    try:
+        assert db.execute_sql("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        if opened:
+            db.close()
+
+
 @pytest.fixture
 def db(raw_db):
-    """An open connection to a freshly provisioned tenant."""
+    """An open connection to a freshly provisioned tenant; on SQLite its
+    integrity is checked when the test is done."""
     metricstore.provision(raw_db)
-    return raw_db
+    yield raw_db
+    assert_integrity(raw_db)

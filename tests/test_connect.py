@@ -164,8 +164,37 @@ def test_sqlite_in_a_missing_folder_is_refused_with_the_fix(tmp_path):
 
 
 def test_sqlite_options_are_refused():
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError) as err:
         connect("sqlite:///tenant.db?schema=x")
+    assert "busy_timeout=" in str(err.value)
+
+
+def test_sqlite_busy_timeout_is_a_url_option(tmp_path):
+    db = connect("sqlite:///%s?busy_timeout=2.5" % (tmp_path / "t.db"))
+    db.connect()
+    assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] == 2500
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1e9", ""])
+def test_bad_timeouts_are_refused_naming_the_option(value):
+    for url in ("sqlite:///t.db?busy_timeout=", PG + "?connect_timeout=",
+                PG + "?statement_timeout="):
+        with pytest.raises(ConfigurationError) as err:
+            connect(url + value)
+        assert url.rsplit("?", 1)[1].rstrip("=") in str(err.value)
+
+
+def test_postgresql_timeouts_reach_the_driver():
+    db = connect(PG + "?connect_timeout=3&statement_timeout=1.5")
+    assert db.connect_params["connect_timeout"] == 3
+    assert "statement_timeout=1500" in db.connect_params["options"]
+    assert connect(PG).connect_params["connect_timeout"] == 10       # the default
+
+
+@pytest.mark.postgres
+def test_postgresql_statement_timeout_is_in_force(tenant_url):
+    db = connect(tenant_url + "&statement_timeout=0.25")
+    assert db.execute_sql("SHOW statement_timeout").fetchone()[0] == "250ms"
 
 
 @pytest.mark.parametrize("url", [
@@ -216,6 +245,34 @@ def test_hostile_or_invalid_schema_names_are_refused(schema):
         connect(PG + "?schema=" + quote(schema))
     message = str(err.value)
     assert "lower-case letters" in message     # says what a valid name looks like
+
+
+@pytest.mark.parametrize("schema", ["tenant_a%0A", "tenant_a%0D", "%0Atenant_a",
+                                    "tenant_a%00"])
+def test_a_schema_with_a_trailing_newline_or_control_character_is_refused(schema):
+    with pytest.raises(ConfigurationError):
+        connect(PG + "?schema=" + schema)
+
+
+def test_a_repeated_option_is_refused():
+    with pytest.raises(ConfigurationError) as err:
+        connect(PG + "?schema=a&schema=b")
+    assert "'schema' twice" in str(err.value)
+
+
+@pytest.mark.parametrize("schema", ["pg_catalog", "pg_toast", "pg_temp_3",
+                                    "information_schema"])
+def test_system_schemas_are_refused_by_name(schema):
+    with pytest.raises(ConfigurationError) as err:
+        connect(PG + "?schema=" + schema)
+    assert "system schema" in str(err.value)
+
+
+def test_public_is_used_by_omitting_schema_not_by_naming_it():
+    with pytest.raises(ConfigurationError) as err:
+        connect(PG + "?schema=public")
+    assert "drop the option" in str(err.value)
+    assert connect(PG).schema is None
 
 
 def test_longest_allowed_schema_name_is_63_characters():
@@ -301,6 +358,38 @@ def test_postgresql_schema_url_puts_the_tenant_schema_first_on_the_search_path(r
     assert schema and schema.startswith("mst_")
     (path,) = raw_db.execute_sql("SHOW search_path").fetchone()
     assert path.split(",")[0].strip() == schema
+
+
+@pytest.mark.postgres
+def test_the_search_path_is_exactly_the_tenant_schema(raw_db, monkeypatch):
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=elsewhere,public")
+    fresh = connect(raw_db.url)
+    (path,) = fresh.execute_sql("SHOW search_path").fetchone()
+    assert path == '"%s"' % raw_db.schema or path == raw_db.schema
+    fresh.close()
+
+
+@pytest.mark.postgres
+def test_without_schema_the_search_path_is_public_only_not_the_login_role(tenant_url):
+    """A login role named like a tenant must not read that tenant's tables."""
+    base = tenant_url.split("?")[0]
+    tenant = connect(tenant_url)
+    metricstore.provision(tenant)
+    role = tenant.schema                       # a role with the tenant schema's name
+    tenant.execute_sql("CREATE ROLE %s LOGIN" % role)
+    try:
+        tenant.execute_sql("GRANT USAGE ON SCHEMA %s TO %s" % (role, role))
+        tenant.execute_sql("GRANT SELECT ON ALL TABLES IN SCHEMA %s TO %s" % (role, role))
+        plain = connect(base.replace("//root@", "//%s@" % role))
+        (path,) = plain.execute_sql("SHOW search_path").fetchone()
+        assert path == "public"
+        (found,) = plain.execute_sql("SELECT to_regclass('metric_types')").fetchone()
+        assert found is None or not str(found).startswith(role)
+        plain.close()
+    finally:
+        tenant.execute_sql("DROP OWNED BY %s" % role)
+        tenant.execute_sql("DROP ROLE %s" % role)
+        tenant.close()
 
 
 def test_connect_does_not_open_a_connection(tmp_path):

@@ -52,6 +52,25 @@ def _tiny_fs(mount, options="size=3m"):
     return mount
 
 
+def _fill(db, limit=2_000_000):
+    """Ingest 20,000-row batches until the disk is full; the DiskFullError
+    carries ``stored``, the rows of the batches that succeeded."""
+    repo = metricstore.MetricRepository(db)
+    sid = repo.add_server("sql-01")
+    start = utcnow() - timedelta(days=20)
+    stored, n = 0, 0
+    try:
+        while n < limit:                      # 3 MB hold far fewer rows than this
+            batch = [(sid, "cpu_percent", float(i % 100), start + timedelta(seconds=i))
+                     for i in range(n, n + 20_000)]
+            stored += repo.record_many(batch).inserted
+            n += 20_000
+    except E.DiskFullError as exc:
+        exc.stored = stored
+        raise
+    return stored
+
+
 @pytest.fixture
 def tiny_fs(tmp_path):
     """A 3 MB file system that a test can fill or make read-only."""
@@ -128,16 +147,9 @@ def test_a_full_disk_is_disk_full_and_keeps_what_was_stored(tiny_fs, capsys):
     url = "sqlite:///%s/tenant.db" % tiny_fs
     db = metricstore.connect(url)
     metricstore.provision(db)
-    repo = metricstore.MetricRepository(db)
-    sid = repo.add_server("sql-01")
-    start = utcnow() - timedelta(days=20)
-    stored, n = 0, 0
     with pytest.raises(E.DiskFullError) as err:
-        while n < 2_000_000:                  # 3 MB hold far fewer rows than this
-            batch = [(sid, "cpu_percent", float(i % 100), start + timedelta(seconds=i))
-                     for i in range(n, n + 20_000)]
-            stored += repo.record_many(batch).inserted
-            n += 20_000
+        stored = _fill(db)
+    stored = err.value.stored
     message = _chained(err.value)
     assert "disk" in message and "full" in message and "cannot rollback" not in message
     db.close()
@@ -286,16 +298,9 @@ def test_a_full_server_disk_is_disk_full(small_disk_cluster, capsys):
     url = small_disk_cluster.url.rsplit("/", 1)[0] + "/small"
     db = metricstore.connect(url)
     metricstore.provision(db)
-    repo = metricstore.MetricRepository(db)
-    sid = repo.add_server("sql-01")
-    start = utcnow() - timedelta(days=20)
-    stored, n = 0, 0
     with pytest.raises(E.DiskFullError) as err:
-        while n < 2_000_000:
-            batch = [(sid, "cpu_percent", float(i % 100), start + timedelta(seconds=i))
-                     for i in range(n, n + 20_000)]
-            stored += repo.record_many(batch).inserted
-            n += 20_000
+        _fill(db)
+    stored = err.value.stored
     assert "disk" in _chained(err.value)
     assert db.execute_sql("SELECT count(*) FROM metrics").fetchone()[0] == stored
     db.close()

@@ -185,3 +185,37 @@ def test_a_stopped_server_is_a_connect_error_naming_the_url(cluster, tenant, cap
     finally:
         cluster.start()
     assert [s.name for s in repo.servers()] == ["sql-01"]
+
+
+def test_cli_ingest_killed_mid_copy_exits_1_with_one_line_and_a_rerun_completes(
+        cluster, tenant, tmp_path):
+    import subprocess
+    import sys
+    repo = metricstore.MetricRepository(tenant)
+    sid = repo.add_server("sql-01")
+    base = utcnow() - timedelta(days=2)
+    path = tmp_path / "samples.csv"
+    n = 300_000
+    with open(path, "w") as f:
+        f.write("server_id,metric,value,collected_at\n")
+        for i in range(n):
+            f.write("%d,cpu_percent,%d,%s\n" % (sid, i % 100,
+                                                (base + timedelta(milliseconds=i)).isoformat()))
+    command = [sys.executable, "-c", "from metricstore.cli import entry_point; entry_point()",
+               "ingest", str(path), "--url", tenant.url]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    time.sleep(0.3)
+    while proc.poll() is None and time.monotonic() < deadline:
+        cluster.terminate_backends()               # again and again, until it gives up
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, (out, err)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "connection to the server was lost" in lines[0]
+    assert "Traceback" not in err and "SystemError" not in err
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows, distinct = _count(cluster, tenant, sid)
+    assert rows == distinct == n

@@ -275,16 +275,31 @@ class PostgresWriter:
 
     def add(self, rows):
         if rows:
-            buffer = io.StringIO("".join(map(self.format, rows)))
-            self.cursor.copy_expert("COPY %s FROM STDIN" % self.stage, buffer)
+            # Bytes, not text: psycopg2 then copies without decoding, and a
+            # server error mid-COPY is not printed to stderr as a SystemError.
+            buffer = io.BytesIO("".join(map(self.format, rows)).encode())
+            try:
+                self.cursor.copy_expert("COPY %s FROM STDIN" % self.stage, buffer)
+            except SystemError as exc:
+                # psycopg2 reports a server error during COPY from a Python
+                # file as SystemError; raise the server's error itself.
+                if exc.__cause__ is not None:
+                    raise exc.__cause__ from None
+                raise
 
-    def finish(self, ensure_partitions):
+    def flush(self, ensure_partitions):
+        """Insert the staged rows in one transaction; return how many were new."""
         ensure_partitions()
         with self.db.atomic():
             self.cursor.execute(self.INSERT.format(table=self.target.table, names=self.names,
                                                    stage=self.stage, order=self.order))
             inserted = self.inserted()
-        self.cursor.execute("TRUNCATE %s" % self.stage)
+        try:
+            self.cursor.execute("TRUNCATE %s" % self.stage)
+        except Exception:
+            # Committed already; a session that died took its temp table along.
+            if not getattr(self.db, "connection_lost", lambda: False)():
+                raise
         return inserted
 
     def inserted(self):

@@ -12,6 +12,8 @@ from datetime import timedelta
 from itertools import repeat
 from operator import add, itemgetter
 
+import peewee as pw
+
 from .. import errors as E
 from ..queries import PERCENTILES
 from ..timeutil import EPOCH, ONE_US, from_micros, to_micros
@@ -172,40 +174,73 @@ class SqliteDialect(Dialect):
         return size
 
     def writer(self, db, target):
-        """Bulk writer for ingest: INSERT OR IGNORE via executemany in one
-        BEGIN IMMEDIATE transaction (all rows or none)."""
+        """Bulk writer for ingest: rows staged in a TEMP table outside any lock,
+        then one INSERT OR IGNORE ... SELECT per commit under BEGIN IMMEDIATE."""
         return SqliteWriter(db, self, target)
+
+
+def _in_transaction(db):
+    """Whether SQLite (not peewee's bookkeeping) has a transaction open."""
+    return not db.is_closed() and db.connection().in_transaction
 
 
 class SqliteWriter:
     """See :meth:`SqliteDialect.writer`. Rows: value columns then epoch us.
 
-    Each chunk is inserted in key order (a stable sort, so of rows repeating
-    a key the first still wins): one series' rows then hit the same B-tree
-    pages back to back instead of every series' page once per timestamp.
+    Staging: each chunk is sorted by key (stable, so of rows repeating a key
+    the first still wins) and appended to ``temp.metricstore_stage_<table>``.
+    TEMP tables live in the connection's temp database, so filling it takes
+    no lock on the tenant file: other writers (a collector, maintenance) go
+    on while the input is read and validated, however slowly it arrives.
+    :meth:`flush` then takes the write lock for one
+    ``INSERT OR IGNORE ... SELECT`` in staging order (key order within each
+    chunk, as measured fastest: one series' rows hit the same B-tree pages
+    back to back) and empties the stage. One flush is one transaction: an
+    atomic batch is flushed once, at the end.
     """
 
     def __init__(self, db, dialect, target):
-        names = target.columns + ("collected_at",)
+        q = dialect.quote
+        names = dialect.cols(target.columns + ("collected_at",))
         self.db, self.dialect = db, dialect
-        self.sql = "INSERT OR IGNORE INTO %s (%s) VALUES (%s)" % (
-            dialect.quote(target.table), dialect.cols(names), ", ".join("?" * len(names)))
+        self.stage = "temp." + q("metricstore_stage_" + target.table)
+        self.create = "CREATE TEMP TABLE IF NOT EXISTS %s (%s)" % (self.stage, names)
+        self.append = "INSERT INTO %s VALUES (%s)" % (
+            self.stage, ", ".join("?" * (len(target.columns) + 1)))
+        self.insert = ("INSERT OR IGNORE INTO main.%s (%s) SELECT %s FROM %s ORDER BY rowid"
+                       % (q(target.table), names, names, self.stage))
         self.order = itemgetter(*target.key_positions)
-        self.inserted = 0
+        self.staged = 0
 
     def __enter__(self):
-        self.txn = self.dialect.write_transaction(self.db)
-        self.txn.__enter__()
         self.cursor = self.db.cursor()
+        self.cursor.execute(self.create)
+        self.cursor.execute("DELETE FROM %s" % self.stage)
         return self
 
     def add(self, rows):
         if rows:
-            rows = sorted(rows, key=self.order)
-            self.inserted += self.cursor.executemany(self.sql, rows).rowcount
+            with self.db.atomic():      # a transaction on the temp database only
+                self.cursor.executemany(self.append, sorted(rows, key=self.order))
+            self.staged += len(rows)
 
-    def finish(self, ensure_partitions):
-        return self.inserted
+    def flush(self, ensure_partitions):
+        """Insert the staged rows in one transaction; return how many were new."""
+        if not self.staged:
+            return 0
+        with self.dialect.write_transaction(self.db):
+            inserted = self.cursor.execute(self.insert).rowcount
+        self._clear()
+        return inserted
 
-    def __exit__(self, *exc):
-        return self.txn.__exit__(*exc)
+    def _clear(self):
+        self.cursor.execute("DELETE FROM %s" % self.stage)
+        self.staged = 0
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None and self.staged and not _in_transaction(self.db):
+            try:
+                self._clear()               # free the staged rows now
+            except pw.DatabaseError:
+                pass                        # never hide the error being raised
+        return False
