@@ -14,9 +14,11 @@ import pytest
 
 import metricstore
 from metricstore import ConfigurationError, MetricRepository, SnapshotSample
+from metricstore import queries as Q
 from metricstore.cli import main
 from metricstore.connection import connect
-from metricstore.dialects import CitusDialect, PostgresDialect, dialect_for
+from metricstore.dialects import (CitusDialect, CitusSchemaDialect, PostgresDialect,
+                                  dialect_for)
 from metricstore.partitioning import PartitionManager
 from metricstore.status import status
 from metricstore.timeutil import month_start, utcnow
@@ -164,13 +166,24 @@ def test_provisioning_a_tenant_schema_makes_it_a_distributed_schema(citus_url):
 def test_a_distributed_schema_tenant_answers_like_plain_python(citus_url):
     db = connect(citus_url)
     db.connect()
+    assert type(dialect_for(db)) is CitusDialect          # no schema yet
     metricstore.provision(db)
+    assert type(dialect_for(db)) is CitusSchemaDialect    # provisioning made one
     repo = MetricRepository(db, clock=lambda: NOW)
     ids, rows, snaps, silent = fleet(repo)
     again = repo.record_many(rows)
     assert (again.inserted, again.duplicates) == (0, len(rows))
     check_queries(repo, ids, rows, snaps, silent)
     db.close()
+    # Every query is a router query there: the single node's probes stand.
+    fresh = connect(citus_url)
+    dialect = dialect_for(fresh)
+    assert type(dialect) is CitusSchemaDialect and "LATERAL (SELECT" in dialect.latest
+    check_queries(MetricRepository(fresh, clock=lambda: NOW), ids, rows, snaps, silent)
+    plan = "\n".join(r[0] for r in fresh.execute_sql(
+        "EXPLAIN " + dialect.sql(dialect.latest, filter=""), {"mid": 1}).fetchall())
+    assert re.search(r"Task Count: 1\b", plan), plan
+    fresh.close()
 
 
 # -- (b) row-based sharding of one large tenant ----------------------------------------
@@ -224,7 +237,6 @@ def test_one_server_queries_are_router_queries(citus_url):
     repo = MetricRepository(db, clock=lambda: NOW)
     ids = fleet(repo, servers=3, points=5)[0]
     d = dialect_for(db)
-    from metricstore import queries as Q
     plan = "\n".join(r[0] for r in db.execute_sql(
         "EXPLAIN " + d.sql(Q.SERIES), {"sid": ids[0], "mid": 1, "start": NOW - STEP * 9,
                                        "end": NOW, "limit": 10}).fetchall())

@@ -9,11 +9,11 @@ import peewee as pw
 
 from ..errors import ConfigurationError
 from .base import Column, Dialect, Table
-from .citus import CitusDialect
+from .citus import DISTRIBUTED_SCHEMA, CitusDialect, CitusSchemaDialect
 from .postgres import PostgresDialect
 from .sqlite import SqliteDialect
 
-__all__ = ["CitusDialect", "Column", "Dialect", "Table", "dialect_for"]
+__all__ = ["CitusDialect", "CitusSchemaDialect", "Column", "Dialect", "Table", "dialect_for"]
 
 CITUS_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'citus'"
 
@@ -22,7 +22,8 @@ def dialect_for(db, detect=True):
     """The dialect for peewee database ``db``, chosen on first use and cached
     on the database. On PostgreSQL the choice reads ``pg_extension`` once
     (opening a short connection if ``db`` is closed): a database with the
-    ``citus`` extension gets :class:`CitusDialect`. ``detect=False`` never
+    ``citus`` extension gets :class:`CitusDialect` (:class:`CitusSchemaDialect`
+    for a tenant in a distributed schema). ``detect=False`` never
     touches the server (for classifying a failure to reach it): before the
     choice is made it returns a plain, uncached :class:`PostgresDialect`."""
     dialect = getattr(db, "_metricstore_dialect", None)
@@ -31,8 +32,13 @@ def dialect_for(db, detect=True):
             schema = getattr(db, "schema", None)
             if not detect:
                 return PostgresDialect(schema)
-            version = _citus_version(db)
-            dialect = CitusDialect(schema, version) if version else PostgresDialect(schema)
+            version, in_schema = _citus(db, schema)
+            if not version:
+                dialect = PostgresDialect(schema)
+            elif in_schema:
+                dialect = CitusSchemaDialect(schema, version)
+            else:
+                dialect = CitusDialect(schema, version)
         elif isinstance(db, pw.SqliteDatabase):
             dialect = SqliteDialect()
         else:
@@ -43,11 +49,12 @@ def dialect_for(db, detect=True):
     return dialect
 
 
-def _citus_version(db):
-    """The installed Citus version, or None (one catalog read)."""
+def _citus(db, schema):
+    """``(Citus version or None, whether ``schema`` is a distributed schema)``."""
     if db.is_closed():
         with db.connection_context():
-            row = db.execute_sql(CITUS_VERSION).fetchone()
-    else:
-        row = db.execute_sql(CITUS_VERSION).fetchone()
-    return row[0] if row else None
+            return _citus(db, schema)
+    row = db.execute_sql(CITUS_VERSION).fetchone()
+    if not row:
+        return None, False
+    return row[0], bool(schema and db.execute_sql(DISTRIBUTED_SCHEMA, (schema,)).fetchone())

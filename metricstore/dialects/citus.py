@@ -15,9 +15,12 @@ installed. Everything single-node PostgreSQL does still holds; what differs:
 - a partition filled on the coordinator and then attached to a distributed
   table is distributed by Citus; its coordinator copy is truncated at once;
 - provisioning a tenant schema makes it a distributed schema
-  (schema-based sharding: the whole tenant lives on one worker).
+  (schema-based sharding: the whole tenant lives on one worker); such a
+  tenant gets :class:`CitusSchemaDialect`, which keeps the single node's
+  query shapes (all its queries are router queries).
 """
 
+from .. import queries as Q
 from ..errors import ConfigurationError
 from .postgres import AGGREGATES, PostgresDialect, PostgresWriter
 
@@ -110,6 +113,7 @@ class CitusDialect(PostgresDialect):
                 with db.atomic():
                     db.execute_sql("SET LOCAL citus.enable_schema_based_sharding TO on")
                     db.execute_sql("CREATE SCHEMA IF NOT EXISTS %s" % self.quote(self.schema))
+                db._metricstore_dialect = CitusSchemaDialect(self.schema, self.version)
             # Never CREATE SCHEMA IF NOT EXISTS for an existing schema here: on
             # Citus 13.2 it makes a serial column created later in the same
             # transaction fail on the workers ("..._id_seq does not exist").
@@ -213,6 +217,20 @@ class CitusDialect(PostgresDialect):
 
     def writer(self, db, target):
         return CitusWriter(db, self, target)
+
+
+class CitusSchemaDialect(CitusDialect):
+    """A tenant in a Citus distributed schema: all its tables are one shard
+    each, co-located on one worker, so every query is a router query and the
+    single node's per-server index probes stand unchanged."""
+
+    latest = PostgresDialect.latest
+    latest_snapshots = PostgresDialect.latest_snapshots
+    silent = Q.SILENT
+    time_span = Q.TIME_SPAN
+
+    def top(self, stat, direction):
+        return PostgresDialect.top(self, stat, direction)
 
 
 class CitusWriter(PostgresWriter):
