@@ -344,22 +344,27 @@ def ingest(file, url, fmt, skip_invalid, atomic, commit_every):
             result = repo.record_many(tracked(), on_error="skip" if skip_invalid else "raise",
                                       commit_every=None if atomic else commit_every)
         except ValidationError as exc:
-            _report_rejected(exc.errors, lines)
+            _report_rejected(exc.errors, lines, exc.rows)
             kept = ("nothing was written" if not exc.committed else
                     "rows before line %d were committed, nothing after; re-running the "
                     "fixed input is safe" % lines[exc.committed])
             raise MetricstoreError("%d invalid row(s); %s (fix them, or pass --skip-invalid "
-                                   "to store the valid rows)" % (len(exc.errors), kept)) \
+                                   "to store the valid rows)" % (exc.rows, kept)) \
                 from None
         bar.update(size)
-    _report_rejected(result.rejected, lines)
+    _report_rejected(result.rejected, lines, result.rejected_rows)
     click.echo("inserted %d, duplicates %d, rejected %d" % (
-        result.inserted, result.duplicates, len(result.rejected)))
+        result.inserted, result.duplicates, result.rejected_rows))
 
 
-def _report_rejected(errors, lines):
+def _report_rejected(errors, lines, rows):
+    """One line per kept RowError (the library keeps the first 1,000), then
+    how many more of the ``rows`` bad rows were left out."""
     for e in errors:
         echo_err("line %d: %s: %s" % (lines[e.position], e.field, e.reason))
+    listed = len({e.position for e in errors})
+    if rows > listed:
+        echo_err("... and %d more invalid row(s) not listed" % (rows - listed))
 
 
 def _number(text, kind):

@@ -34,17 +34,20 @@ class UnknownServerError(MetricstoreError, LookupError):
 class ValidationError(MetricstoreError, ValueError):
     """A batch held invalid rows; nothing of it was written after ``committed``.
 
-    ``errors`` lists the bad rows as :class:`metricstore.validation.RowError`
-    (position in the batch, field, reason). ``committed``: input rows (from
-    the start) already committed before the bad one was met, 0 unless the
-    write committed in steps (``commit_every``).
+    ``errors`` lists the first 1,000 problems as
+    :class:`metricstore.validation.RowError` (position in the batch, field,
+    reason); ``rows`` counts every bad row and ``total`` every problem.
+    ``committed``: input rows (from the start) already committed before the
+    bad one was met, 0 unless the write committed in steps (``commit_every``).
     """
 
-    def __init__(self, errors, what="batch", committed=0):
+    def __init__(self, errors, what="batch", committed=0, rows=None, total=None):
         self.errors = list(errors)
         self.committed = committed
+        self.rows = len({e.position for e in self.errors}) if rows is None else rows
+        self.total = len(self.errors) if total is None else total
         shown = "\n".join("  " + str(e) for e in self.errors[:20])
-        more = len(self.errors) - 20
+        more = self.total - min(20, len(self.errors))
         if more > 0:
             shown += "\n  ... and %d more" % more
         if committed:
@@ -54,8 +57,9 @@ class ValidationError(MetricstoreError, ValueError):
         else:
             kept = ("nothing was written (pass on_error='skip' to store the valid rows "
                     "and get the rejected ones back)")
-        super().__init__("%d invalid row(s) in the %s; %s:\n%s"
-                         % (len(self.errors), what, kept, shown))
+        problems = " (%d problems)" % self.total if self.total != self.rows else ""
+        super().__init__("%d invalid row(s)%s in the %s; %s:\n%s"
+                         % (self.rows, problems, what, kept, shown))
 
 
 class SchemaError(MetricstoreError):

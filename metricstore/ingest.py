@@ -9,7 +9,6 @@ IMMEDIATE; PostgreSQL: COPY into the stage, then one
 nothing twice: the natural keys make a repeat a no-op.
 """
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -20,8 +19,9 @@ from .errors import QueryError, ValidationError
 from .partitioning import ensure_months
 from .timeutil import EPOCH, ONE_US, from_micros, month_start
 from .models import GAUGE
-from .validation import (MetricRule, RowError, server_id_of, status_problem, time_problem,
-                         unknown_metric, unknown_server, value_problem)
+from .validation import (MAX_CONNECTIONS, MetricRule, RowError, RowErrors, server_id_of,
+                         status_problem, time_problem, unknown_metric, unknown_server,
+                         value_problem)
 
 CHUNK_ROWS = 50_000
 DAY_US = 86_400_000_000
@@ -49,11 +49,13 @@ class SnapshotSample(NamedTuple):
 @dataclass
 class WriteResult:
     """Outcome of a write: rows ``inserted``, ``duplicates`` of stored rows
-    (or repeated within the batch), and the ``rejected`` RowErrors (only
-    with ``on_error='skip'``)."""
+    (or repeated within the batch), and (only with ``on_error='skip'``) the
+    bad rows: ``rejected_rows`` counts them all, ``rejected`` keeps the first
+    :data:`~metricstore.validation.MAX_ROW_ERRORS` RowErrors."""
     inserted: int = 0
     duplicates: int = 0
     rejected: list = field(default_factory=list)
+    rejected_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ def _chunks(iterable, size):
 def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_every=None):
     """Validate ``rows`` with ``check`` and write the good ones to ``target``.
 
-    ``check(position, chunk, errors) -> (good rows, set of UTC day numbers)``.
+    ``check(position, chunk, errors) -> (good rows, set of UTC day numbers)``,
+    ``errors`` a :class:`~metricstore.validation.RowErrors`.
     ``on_error='raise'`` (default): any bad row -> ValidationError listing
     them, and no row after the last commit is written. ``'skip'``: good rows
     are written and the bad ones returned in ``WriteResult.rejected``.
@@ -127,8 +130,12 @@ def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_eve
                                      or not isinstance(commit_every, int) or commit_every < 1):
         raise QueryError("commit_every must be None (one transaction) or a positive number "
                          "of rows, got %r" % (commit_every,))
+    try:
+        rows = iter(rows)
+    except TypeError:
+        raise QueryError("rows must be an iterable of tuples, got %r" % (rows,)) from None
     size = min(chunk_rows or CHUNK_ROWS, commit_every or CHUNK_ROWS)
-    errors, valid, inserted, committed = [], 0, 0, 0
+    errors, valid, inserted, committed = RowErrors(), 0, 0, 0
     days, pending = set(), 0
     with dialect_for(db).writer(db, target) as writer:
         def flush():
@@ -140,7 +147,7 @@ def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_eve
         for position, chunk in _chunks(rows, size):
             good, chunk_days = check(position, chunk, errors)
             valid += len(good)
-            if errors and on_error == "raise":
+            if errors.rows and on_error == "raise":
                 continue                     # keep validating, stop writing
             days |= chunk_days
             writer.add(good)
@@ -148,20 +155,21 @@ def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_eve
             if commit_every and pending >= commit_every:
                 inserted += flush()
                 committed, pending = position + len(chunk), 0
-        if errors and on_error == "raise":
-            raise ValidationError(errors, committed=committed)
+        if errors.rows and on_error == "raise":
+            raise ValidationError(errors.kept, committed=committed, rows=errors.rows,
+                                  total=errors.total)
         inserted += flush()
-    return WriteResult(inserted, valid - inserted, errors)
+    return WriteResult(inserted, valid - inserted, errors.kept, errors.rows)
 
 
 def metric_checker(rules, server_ids, bounds):
     """A ``check`` for metric rows ``(server_id, metric, value, collected_at)``.
 
-    The hot loop is plain comparisons on exact types; any row it does not
-    accept goes through :func:`check_metric_row`, which either normalises it
-    (numpy numbers, integer subclasses) or explains every problem.
+    The hot loop is plain comparisons on exact types (the value bounds are
+    finite, so NaN, infinities and huge integers fail them exactly); any row
+    it does not accept goes through :func:`check_metric_row`, which either
+    normalises it (numpy numbers, integer subclasses) or explains every problem.
     """
-    isfinite = math.isfinite
     # Plain tuples and locals in the hot loop: (id, low, high) per metric name.
     limits = {name: (rule.id, rule.low, rule.high) for name, rule in rules.items()}
     epoch, one_us, day_us = EPOCH, ONE_US, DAY_US
@@ -185,7 +193,7 @@ def metric_checker(rules, server_ids, bounds):
                     us = last_us
                 ok = (type(sid) is int_ and sid in server_ids
                       and (type(value) is float_ or type(value) is int_)
-                      and isfinite(value) and low <= value <= high
+                      and low <= value <= high
                       and min_micros <= us <= max_micros)
             except (TypeError, ValueError, KeyError):
                 ok = False
@@ -194,7 +202,7 @@ def metric_checker(rules, server_ids, bounds):
                 continue
             fixed, problems = check_metric_row(pos, row, rules, server_ids, bounds)
             if problems:
-                errors.extend(problems)
+                errors.add(problems)
             else:
                 append(fixed)
                 days.add(fixed[3] // day_us)
@@ -231,7 +239,7 @@ def check_metric_row(pos, row, rules, server_ids, bounds):
 def snapshot_checker(server_ids, bounds):
     """A ``check`` for snapshot rows (see :class:`SnapshotSample`)."""
     percent = MetricRule(0, "percent", GAUGE, "%", 0.0, 100.0)
-    count = MetricRule(0, "connection_count", GAUGE, "count", 0.0, math.inf)
+    count = MetricRule(0, "connection_count", GAUGE, "count", 0.0, MAX_CONNECTIONS)
 
     def check(position, chunk, errors):
         good, days = [], set()
@@ -240,14 +248,14 @@ def snapshot_checker(server_ids, bounds):
                 try:
                     row = SnapshotSample(**row)
                 except TypeError as exc:
-                    errors.append(RowError(pos, "row", str(exc), row))
+                    errors.add([RowError(pos, "row", str(exc), row)])
                     continue
             try:
                 sid, ts, cpu, mem, conns, status = SnapshotSample(*row)
             except TypeError:
-                errors.append(RowError(pos, "row", "expected (server_id, collected_at, "
-                                       "cpu_percent, memory_percent, connection_count, "
-                                       "status), got %r" % (row,), row))
+                errors.add([RowError(pos, "row", "expected (server_id, collected_at, "
+                                     "cpu_percent, memory_percent, connection_count, "
+                                     "status), got %r" % (row,), row)])
                 continue
             found = []
             server_id = server_id_of(sid)
@@ -269,7 +277,7 @@ def snapshot_checker(server_ids, bounds):
             if problem:
                 found.append(RowError(pos, "status", problem, row))
             if found:
-                errors.extend(found)
+                errors.add(found)
                 continue
             us = (ts - EPOCH) // ONE_US
             good.append((server_id, None if cpu is None else float(cpu),

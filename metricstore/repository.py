@@ -6,6 +6,7 @@ datetimes in ascending time. The same calls behave the same on SQLite and
 PostgreSQL; only the dialect's SQL differs.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import repeat
 from datetime import timedelta
@@ -26,6 +27,12 @@ DEFAULT_STATS = ("avg", "min", "max", "count")
 DEFAULT_MAX_GAP = timedelta(minutes=5)
 DEFAULT_STALE_AFTER = timedelta(minutes=2)
 SERIES_PAGE_ROWS = 20_000
+# Results whose size the arguments alone decide are capped per call:
+# buckets(fill=True) returns one Bucket per width in the range, data or not.
+MAX_BUCKETS = 100_000
+MAX_TOP = 100_000                  # top(n=...)
+MAX_SERVER_ID = 2 ** 31 - 1        # servers.id is an INTEGER on PostgreSQL
+MAX_INTERVAL = timedelta(days=36_600)   # every / max_gap / expected_every (~100 years)
 
 
 class Point(NamedTuple):
@@ -137,6 +144,8 @@ class MetricRepository:
         return self._rules
 
     def _rule(self, metric):
+        if not isinstance(metric, str):
+            raise QueryError("metric must be a metric name (a str), got %r" % (metric,))
         rule = self.metric_rules().get(metric) or self.metric_rules(refresh=True).get(metric)
         if rule is None:
             raise UnknownMetricError(unknown_metric(metric, self._rules))
@@ -151,7 +160,8 @@ class MetricRepository:
         if sid in self._known_servers:
             return sid
         sql = self.dialect.sql(Q.SERVER_EXISTS)
-        if sid is not None and self.db.execute_sql(sql, {"sid": sid}).fetchone():
+        if sid is not None and 0 < sid <= MAX_SERVER_ID and self.db.execute_sql(
+                sql, {"sid": sid}).fetchone():
             self._known_servers.add(sid)
             return sid
         raise UnknownServerError("unknown server id %r; list servers with "
@@ -183,6 +193,9 @@ class MetricRepository:
     @guarded()
     def record(self, server_id, collected_at, values, on_error="raise"):
         """Store one sample of several metrics: ``values`` maps name -> number."""
+        if not isinstance(values, Mapping):
+            raise QueryError("values must map metric names to numbers, e.g. "
+                             "{'cpu_percent': 12.5}, got %r" % (values,))
         return self.record_many((Sample(server_id, name, value, collected_at)
                                  for name, value in values.items()), on_error=on_error)
 
@@ -287,11 +300,21 @@ class MetricRepository:
         covers the points of ``[start, end)`` inside it. ``stats`` from
         avg, min, max, sum, count, last, p50, p90, p95, p99 (percentiles
         interpolate like percentile_cont). Empty buckets are absent unless
-        ``fill=True``, then present with every stat None. Read-only.
+        ``fill=True``, then present with every stat None; a filled call
+        returns at most :data:`MAX_BUCKETS` (100,000) buckets and refuses a
+        range and width that would make more (QueryError). Read-only.
         """
         stats = self._check_stats(stats)
-        every = to_timedelta(every, "every")
+        every = _interval(every, "every")
         _, start, end, params = self._series_params(server_id, metric, start, end)
+        if fill and start < end:
+            first = EPOCH + (start - EPOCH) // every * every
+            wanted = -(-(end - first) // every)
+            if wanted > MAX_BUCKETS:
+                raise QueryError(
+                    "buckets(fill=True) would return %d buckets of %s; the limit is %d per "
+                    "call: use a wider every, a shorter range, or fill=False (only buckets "
+                    "holding data)" % (wanted, every, MAX_BUCKETS))
         params["every"] = self.dialect.interval_param(every)
         d = self.dialect
         source = Q.BUCKET_SOURCE.format(bucket=d.bucket("collected_at"))
@@ -331,8 +354,8 @@ class MetricRepository:
         new value); pairs further apart than ``max_gap`` are left out.
         Raises QueryError for a gauge. Read-only.
         """
-        every = to_timedelta(every, "every")
-        max_gap = to_timedelta(max_gap, "max_gap")
+        every = _interval(every, "every")
+        max_gap = _interval(max_gap, "max_gap")
         rule, _, _, params = self._series_params(server_id, metric, start, end)
         if rule.kind != COUNTER:
             raise QueryError("rate() needs a counter; %s is a %s: use buckets() for its "
@@ -377,7 +400,7 @@ class MetricRepository:
     def _with_filter(self, template, server_ids, params):
         if server_ids is None:
             return self.dialect.sql(template, filter="")
-        params["ids"] = self.dialect.ids_param(server_ids)
+        params["ids"] = self.dialect.ids_param(_server_ids(server_ids))
         return self.dialect.sql(template, filter=self.dialect.id_filter("s.id"))
 
     @guarded(read_only=True)
@@ -399,8 +422,8 @@ class MetricRepository:
         if stat in ("count", "sum"):
             raise QueryError("top() ranks by avg, min, max, last or a percentile, not %r"
                              % stat)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise QueryError("n must be a positive whole number, got %r" % (n,))
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TOP:
+            raise QueryError("n must be a whole number from 1 to %d, got %r" % (MAX_TOP, n))
         start, end = check_range(start, end)
         rule = self._rule(metric)
         d = self.dialect
@@ -416,9 +439,10 @@ class MetricRepository:
         """Intervals in ``[start, end)`` longer than ``expected_every * tolerance``
         with no sample, as ``Gap(start, end)`` bounded by the samples (or range
         edges) around them. Read-only."""
-        expected_every = to_timedelta(expected_every, "expected_every")
-        if not tolerance >= 1:
-            raise QueryError("tolerance must be >= 1, got %r" % (tolerance,))
+        expected_every = _interval(expected_every, "expected_every")
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
+                or not 1 <= tolerance <= 1e6:
+            raise QueryError("tolerance must be a number from 1 to 1e6, got %r" % (tolerance,))
         limit = expected_every * tolerance
         _, start, end, params = self._series_params(server_id, metric, start, end)
         d = self.dialect
@@ -446,12 +470,39 @@ class MetricRepository:
     def _check_stats(stats):
         if isinstance(stats, str):
             stats = (stats,)
-        stats = tuple(stats)
+        try:
+            stats = tuple(stats)
+        except TypeError:
+            raise QueryError("stats must be a stat name or a sequence of them (%s), got %r"
+                             % (", ".join(Q.STATS), stats)) from None
         bad = [s for s in stats if s not in Q.STATS]
         if bad or not stats or len(set(stats)) != len(stats):
             raise QueryError("stats must be distinct names from %s, got %r"
                              % (", ".join(Q.STATS), stats))
         return stats
+
+
+def _server_ids(ids):
+    """``ids`` as a list of plain int server ids, or QueryError naming the argument."""
+    out = [None]
+    if not isinstance(ids, (str, bytes)):
+        try:
+            out = [server_id_of(value) for value in ids]
+        except TypeError:               # not iterable
+            pass
+    if None in out:
+        raise QueryError("server_ids must be a list of integer server ids (or None for "
+                         "every server), got %r" % (ids,))
+    return out
+
+
+def _interval(value, name):
+    """``value`` (timedelta or seconds) as a timedelta of at most MAX_INTERVAL."""
+    delta = to_timedelta(value, name)
+    if delta > MAX_INTERVAL:
+        raise QueryError("%s must be at most %d days, got %s" % (
+            name, MAX_INTERVAL.days, delta))
+    return delta
 
 
 def _numbers(values):

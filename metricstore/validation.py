@@ -14,6 +14,16 @@ from .models import COUNTER, STATUSES
 from .timeutil import EPOCH, ONE_US, to_micros
 
 DEFAULT_MAX_SKEW = timedelta(minutes=5)
+# The largest magnitude a metric value may have. Both engines store values as
+# 8-byte floats: every integer up to 2^53 is exact there (10**30 would not be),
+# and sums, averages and counter increases of even 10^12 such samples stay
+# below 1e29, far inside the float range, so no aggregate can overflow on
+# either engine (PostgreSQL raises "value out of range", SQLite returns inf).
+MAX_VALUE = float(2 ** 53)
+MAX_CONNECTIONS = 2 ** 31 - 1        # server_snapshots.connection_count is an INTEGER
+# A write keeps the first this-many RowErrors (and counts every bad row), so
+# a million bad rows cost bounded memory.
+MAX_ROW_ERRORS = 1000
 MIN_TIME = datetime(2000, 1, 1, tzinfo=EPOCH.tzinfo)
 MIN_MICROS = to_micros(MIN_TIME)
 NONNEGATIVE_UNITS = ("count", "ms", "sec", "req", "bytes", "req/s")
@@ -31,6 +41,24 @@ class RowError:
         return "row %d: %s: %s" % (self.position, self.field, self.reason)
 
 
+class RowErrors:
+    """The row errors of one write, in bounded memory: the first ``limit``
+    RowErrors are kept (``kept``), every one is counted (``total``), and so
+    is every bad row (``rows``; a row may have several problems)."""
+    __slots__ = ("kept", "total", "rows", "limit")
+
+    def __init__(self, limit=MAX_ROW_ERRORS):
+        self.kept, self.total, self.rows, self.limit = [], 0, 0, limit
+
+    def add(self, problems):
+        """Record the RowErrors of one bad row."""
+        self.rows += 1
+        self.total += len(problems)
+        room = self.limit - len(self.kept)
+        if room > 0:
+            self.kept.extend(problems[:room])
+
+
 @dataclass(frozen=True)
 class MetricRule:
     """What a metric's values may be: id, kind and the allowed [low, high]."""
@@ -43,8 +71,9 @@ class MetricRule:
 
     @classmethod
     def from_type(cls, metric_type):
+        """Percentages 0..100; counters and counts, times, bytes 0..2^53; others ±2^53."""
         unit = metric_type.unit or ""
-        low, high = -math.inf, math.inf
+        low, high = -MAX_VALUE, MAX_VALUE
         if unit == "%":
             low, high = 0.0, 100.0
         elif metric_type.kind == COUNTER or unit in NONNEGATIVE_UNITS:
@@ -52,9 +81,21 @@ class MetricRule:
         return cls(metric_type.id, metric_type.name, metric_type.kind, unit, low, high)
 
     def describe_range(self):
-        if self.high != math.inf:
-            return "%g..%g" % (self.low, self.high)
-        return ">= %g" % self.low if self.low != -math.inf else "any finite number"
+        if self.high == MAX_VALUE:
+            return ">= %s and <= 2^53" % _bound(self.low)
+        return "%s..%s" % (_bound(self.low), _bound(self.high))
+
+
+def _bound(value):
+    if abs(value) == MAX_VALUE:
+        return "-2^53" if value < 0 else "2^53"
+    return "%d" % value if float(value).is_integer() else "%g" % value
+
+
+def _shown(value):
+    """``repr(value)``, shortened for integers of hundreds of digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else "%s...(%d digits)" % (text[:12], len(text))
 
 
 @dataclass(frozen=True)
@@ -108,11 +149,16 @@ def value_problem(value, rule):
     """Why ``value`` is not acceptable for ``rule`` (None if it is fine)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "must be a number, got %r" % (value,)
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return "must be finite, got %r" % (value,)
+    if abs(value) > MAX_VALUE:            # exact comparison, however large an int
+        return ("%s is beyond 2^53 in magnitude, the limit for every metric: values are "
+                "8-byte floats on both engines (exact only up to 2^53) and bounded so "
+                "that sums and averages cannot overflow; scale the unit (e.g. bytes to "
+                "MB)" % _shown(value))
     if not rule.low <= value <= rule.high:
-        return "%r is out of range for %s (%s, unit %r)" % (
-            value, rule.name, rule.describe_range(), rule.unit)
+        return "%s is out of range for %s (%s, unit %r)" % (
+            _shown(value), rule.name, rule.describe_range(), rule.unit)
     return None
 
 
