@@ -2,10 +2,12 @@
 
 Layout: ``servers``, ``metric_types``, ``tenant_settings``, ``maintenance_runs``
 and the migration history become reference tables (a copy on every node, so a
-collector connected to any node reads them); ``metrics`` and
-``server_snapshots`` are hash-distributed by ``server_id`` and co-located, so
-every one-server query is a router query to one shard. New month partitions
-created later are distributed by Citus with their parent.
+collector connected to any node reads them); every time-partitioned table
+keyed by ``server_id`` (``metrics``, ``server_snapshots``, and the rollup
+tiers once a migration has added them) is hash-distributed by ``server_id``,
+all co-located with ``metrics``, so every one-server query is a router query
+to one shard. New month partitions created later are distributed by Citus
+with their parent; run ``distribute`` again after a migration adds a table.
 
 Ids are drawn on the coordinator only (Citus gives workers bigint sequence
 ranges; ``servers.id`` is an int): register servers, provision, maintain and
@@ -23,7 +25,14 @@ from .schema import HISTORY_TABLE
 DISTRIBUTION_COLUMN = "server_id"
 REFERENCE_TABLES = ("servers", "metric_types", "tenant_settings", "maintenance_runs",
                     HISTORY_TABLE)
-DISTRIBUTED_TABLES = SERIES_TABLES
+# The tenant's time-partitioned tables keyed by server_id, metrics first
+# (the co-location anchor): read from the catalog, so the rollup tiers are
+# included once their migration has created them.
+SHARDED_TABLES = ("SELECT c.relname::text FROM pg_class c JOIN pg_attribute a "
+                  "ON a.attrelid = c.oid AND a.attname = %s AND NOT a.attisdropped "
+                  "WHERE c.relkind = 'p' AND NOT c.relispartition "
+                  "AND c.relnamespace = current_schema()::regnamespace "
+                  "ORDER BY c.relname <> %s, c.relname")
 
 
 @dataclass
@@ -56,6 +65,8 @@ def distribute(db, retention_days=None, shard_count=None):
         report = DistributionReport(provision(db, retention_days=retention_days))
         with db.atomic():
             with dialect.lock(db, "provision"):
-                report.changed = dialect.distribute(db, REFERENCE_TABLES, DISTRIBUTED_TABLES,
+                sharded = [name for (name,) in db.execute_sql(
+                    SHARDED_TABLES, (DISTRIBUTION_COLUMN, SERIES_TABLES[0])).fetchall()]
+                report.changed = dialect.distribute(db, REFERENCE_TABLES, sharded,
                                                     DISTRIBUTION_COLUMN, shard_count)
     return report

@@ -209,6 +209,21 @@ def test_distribute_makes_reference_and_colocated_tables_idempotently(citus_url,
     assert "already distributed: nothing to do" in capsys.readouterr().out
 
 
+def test_distribute_again_shards_a_table_a_later_migration_added(citus_url):
+    db = connect(citus_url)
+    db.connect()
+    metricstore.distribute(db, shard_count=SHARDS)
+    # A tier table as the rollups migration makes one: partitioned by time,
+    # keyed by server_id.
+    db.execute_sql("CREATE TABLE rollup_test (server_id int, bucket timestamptz, v float, "
+                   "PRIMARY KEY (server_id, bucket)) PARTITION BY RANGE (bucket)")
+    db.execute_sql("CREATE TABLE rollup_test_default PARTITION OF rollup_test DEFAULT")
+    assert metricstore.distribute(db).changed == ["rollup_test (distributed by server_id)"]
+    tables = kinds(db, schema_of(citus_url))
+    assert tables["rollup_test"] == ("distributed", "server_id", tables["metrics"][2])
+    db.close()
+
+
 def test_a_distributed_tenant_answers_like_plain_python(citus_url):
     db = connect(citus_url)
     db.connect()

@@ -24,6 +24,7 @@ from .. import queries as Q
 from ..errors import ConfigurationError
 from .postgres import AGGREGATES, PostgresDialect, PostgresWriter
 
+
 def probe(table, columns, where, order="collected_at DESC"):
     """A LATERAL subquery: ``table``'s first row for server ``s.id`` in
     ``order`` (one backward/forward index probe, LIMIT 1), wrapped in a GROUP BY
@@ -51,8 +52,7 @@ LATEST_SNAPSHOTS = (
     + " p {filter}) x ON x.server_id = s.id {filter} ORDER BY s.id")
 # The active servers (one probe per server and shard) come back as an
 # intermediate result; the reference table is filtered with them.
-ACTIVE = ("SELECT p.server_id FROM servers s CROSS JOIN LATERAL "
-          + "%s p")
+ACTIVE = "SELECT p.server_id FROM servers s CROSS JOIN LATERAL %s p"
 SILENT = ("SELECT s.id, s.name FROM servers s WHERE s.id NOT IN (%s) AND s.id NOT IN (%s) "
           "ORDER BY s.id" % tuple(
               ACTIVE % probe(t, ("collected_at",), "collected_at >= :since")
@@ -113,6 +113,8 @@ class CitusDialect(PostgresDialect):
                 with db.atomic():
                     db.execute_sql("SET LOCAL citus.enable_schema_based_sharding TO on")
                     db.execute_sql("CREATE SCHEMA IF NOT EXISTS %s" % self.quote(self.schema))
+                # The tenant is a distributed schema now: later calls on this
+                # database get that tenant's dialect (router queries).
                 db._metricstore_dialect = CitusSchemaDialect(self.schema, self.version)
             # Never CREATE SCHEMA IF NOT EXISTS for an existing schema here: on
             # Citus 13.2 it makes a serial column created later in the same
