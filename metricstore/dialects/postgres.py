@@ -363,9 +363,13 @@ class PostgresWriter:
         with self.db.atomic():
             if self.tiers is None:
                 self.cursor.execute(insert)
-                inserted = self.cursor.rowcount
+                inserted = self.inserted()
             else:
-                self.cursor.execute(self.COUNTED.format(insert=insert))
+                # RETURNING counts what was stored on every engine (Citus too).
+                plain = PostgresWriter.INSERT.format(table=self.target.table,
+                                                     names=self.names, stage=self.stage,
+                                                     order=self.order)
+                self.cursor.execute(self.COUNTED.format(insert=plain))
                 counts = {(s, m, b): n for s, m, b, n in self.cursor.fetchall()}
                 self.tiers.flushed(counts)
                 inserted = sum(counts.values())
@@ -376,6 +380,10 @@ class PostgresWriter:
             if not getattr(self.db, "connection_lost", lambda: False)():
                 raise
         return inserted
+
+    def inserted(self):
+        """Rows the INSERT just stored."""
+        return self.cursor.rowcount
 
     def __exit__(self, exc_type, *exc):
         if exc_type is not None and not self.db.in_transaction():
