@@ -9,7 +9,9 @@ stderr and exit 2; ``status`` exits 1 when the tenant needs attention.
 import csv
 import io
 import json
+import logging
 import os
+import signal
 import sys
 from array import array
 from datetime import datetime, timedelta
@@ -19,13 +21,17 @@ import click
 from . import demo as demo_data
 from .connection import connect, default_url
 from .errors import MetricstoreError, QueryError, ValidationError
+from . import forwarding
 from .guard import DRIVER_ERRORS
 from .maintenance import maintain as run_maintenance
 from .partitioning import SERIES_TABLES, PartitionManager
 from .partitioning.plan import human_bytes
 from .provision import provision
 from .repository import MetricRepository
-from .settings import get_retention_days, set_retention_days
+from .rollups.rebuild import rebuild as rebuild_tiers, tier_status
+from .rollups.tiers import TIERS
+from .settings import (effective_tier_retention, get_retention_days, get_tier_retention,
+                       set_retention_days, set_tier_retention)
 from .status import status as tenant_status
 from .textplot import sparkline, table
 from .timeutil import parse_duration, parse_when, utcnow
@@ -142,9 +148,25 @@ def fleet_view(repo, fleet, now):
         if values:
             out.append("  %-19s %s  avg %.1f/s" % (metric, sparkline(values),
                                                    sum(values) / len(values)))
+    out.append(month_view(repo, sid, name, now))
     silent = repo.silent_servers(now - timedelta(minutes=30))
     if silent:
         out.append("\nSilent for 30 min: %s" % ", ".join(s.name for s in silent))
+    return "\n".join(out)
+
+
+def month_view(repo, sid, name, now):
+    """30 days of CPU in daily buckets and the fleet's 30-day p95 ranking,
+    served from the rollup tiers (the resolution is printed)."""
+    month = now - timedelta(days=30)
+    days = repo.buckets(sid, "cpu_percent", month, now, timedelta(days=1),
+                        stats=("avg", "p95"), fill=True)
+    top = repo.top("cpu_percent", month, now, n=3, stat="p95")
+    out = ["\n%s CPU, last 30 days (1-day buckets; served from %s)" % (name, days.resolution),
+           "  %s" % sparkline([b.avg for b in days]),
+           "Top servers by CPU p95, last 30 days (served from %s, within %.0f %%): %s" % (
+               top.resolution, 100 * top.error,
+               ", ".join("%s %.1f" % (r.server_name, r.value) for r in top))]
     return "\n".join(out)
 
 
@@ -218,7 +240,8 @@ def status(url, max_age):
     click.echo("engine: %s  database: %s" % (s.engine, db.database))
     click.echo("schema: %s%s" % (", ".join(s.applied) or "not provisioned",
                                  "  (pending: %s)" % ", ".join(s.pending) if s.pending else ""))
-    click.echo("retention: %d days" % s.retention_days)
+    click.echo("retention: %d days (raw)%s" % (s.retention_days, "".join(
+        ", %s tier %d days" % (k, v) for k, v in s.tier_retention.items())))
     for name, (count, exact) in s.rows.items():
         first, last = s.span[name]
         click.echo("%s: %s%d rows, %s .. %s" % (name, "" if exact else "~", count,
@@ -228,6 +251,10 @@ def status(url, max_age):
         "never" if run is None else "%s (created %d, dropped %d, deleted %d rows)%s" % (
             _when(run.started_at), run.created, run.dropped, run.deleted,
             " FAILED: " + run.error if run.error else "")))
+    for t in s.tiers:
+        click.echo("%s: %s%d buckets, %s .. %s, lag %s" % (
+            t.table, "" if t.exact else "~", t.rows, _when(t.first), _when(t.last),
+            "-" if t.lag is None else "%.0f s" % t.lag.total_seconds()))
     for name, rows in s.default_rows.items():
         click.echo("%s default partition: %d rows" % (name, rows))
     for problem in s.problems:
@@ -251,16 +278,33 @@ def settings():
     """
 
 
+SETTING_NAMES = ["retention-days"] + ["retention-%s-days" % t.name for t in TIERS]
+
+
 @settings.command("get")
-@click.argument("name", type=click.Choice(["retention-days"]))
+@click.argument("name", type=click.Choice(SETTING_NAMES), required=False)
 @url_option
 def settings_get(name, url):
-    """Print a setting (read-only). Example: metricstore settings get retention-days"""
-    click.echo(get_retention_days(open_db(url)))
+    """Print a setting, or all of them (read-only).
+
+    Example: metricstore settings get retention-1h-days
+    """
+    db = open_db(url)
+    values = {"retention-days": get_retention_days(db)}
+    values.update(("retention-%s-days" % k, v) for k, v in get_tier_retention(db).items())
+    if name:
+        click.echo(values[name])
+        return
+    effective = effective_tier_retention(db)
+    for key, value in values.items():
+        tier = key[len("retention-"):-len("-days")]
+        kept = effective.get(tier, value)
+        click.echo("%s = %d%s" % (key, value, "" if kept == value else
+                                  " (kept %d: a tier outlives the finer level)" % kept))
 
 
 @settings.command("set")
-@click.argument("name", type=click.Choice(["retention-days"]))
+@click.argument("name", type=click.Choice(SETTING_NAMES))
 @click.argument("value", type=int)
 @url_option
 def settings_set(name, value, url):
@@ -269,8 +313,58 @@ def settings_set(name, value, url):
     Example: metricstore settings set retention-days 7
     """
     db = open_db(url)
-    set_retention_days(db, value)
-    click.echo("retention-days = %d (applies at the next `metricstore maintain`)" % value)
+    if name == "retention-days":
+        set_retention_days(db, value)
+    else:
+        set_tier_retention(db, name[len("retention-"):-len("-days")], value)
+    click.echo("%s = %d (applies at the next `metricstore maintain`)" % (name, value))
+
+
+@cli.group()
+def rollups():
+    """Rollup tiers (5 min, 1 h, 1 d): coverage, lag, rebuild.
+
+    \b
+    Example:
+      metricstore rollups status
+      metricstore rollups rebuild --start -7d --end now
+    """
+
+
+@rollups.command("status")
+@url_option
+def rollups_status(url):
+    """Each tier's rows, covered buckets, retention and lag behind raw (read-only).
+
+    Example: metricstore rollups status
+    """
+    db = open_db(url)
+    rows = []
+    for t in tier_status(db):
+        rows.append((t.name, t.table, ("" if t.exact else "~") + str(t.rows), _when(t.first),
+                     _when(t.last), "%d d" % t.retention_days,
+                     "-" if t.lag is None else "%.0f s" % t.lag.total_seconds()))
+    click.echo(table(["tier", "table", "rows", "from", "to", "retention", "lag"], rows))
+    click.echo("tiers are updated in the write transaction: a read right after a write "
+               "sees it")
+
+
+@rollups.command("rebuild")
+@url_option
+@click.option("--start", required=True, help="ISO-8601 with offset, or relative (-7d).")
+@click.option("--end", default="now", show_default=True)
+def rollups_rebuild(url, start, end):
+    """Recompute the tiers from raw over whole UTC days (idempotent).
+
+    Refuses days whose raw samples are past the retention.
+
+    \b
+    Example:
+      metricstore rollups rebuild --start 2026-11-01T00:00:00Z --end 2026-11-08T00:00:00Z
+    """
+    db = open_db(url)
+    n = rebuild_tiers(db, parse_when(start), parse_when(end))
+    click.echo("rebuilt %d 5-minute bucket(s) and the hours and days above them" % n)
 
 
 @cli.command()
@@ -528,6 +622,113 @@ def query_top(metric, start, end, n, stat, ascending, url, fmt):
     ranked = repo.top(metric, parse_when(start), parse_when(end), n=n, stat=stat,
                       ascending=ascending)
     emit(["server", stat], [(r.server_name, r.value) for r in ranked], fmt)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--from", "source", metavar="URL", help="The spool (the agent's database).")
+@click.option("--to", "target", metavar="URL", help="The central tenant database.")
+@click.option("--once", "mode", flag_value="once", default=True,
+              help="Forward what is waiting, then exit (default).")
+@click.option("--follow", "mode", flag_value="follow",
+              help="Keep forwarding; ride out outages (Ctrl-C or SIGTERM stops).")
+@click.option("--batch-rows", type=click.IntRange(1, 1_000_000), default=200_000,
+              show_default=True, help="Rows per backfill batch.")
+@click.option("--live-rows", type=click.IntRange(1, 1_000_000), default=2_000,
+              show_default=True, help="Rows per newest-first batch while a backlog drains.")
+@click.option("--max-rows", type=click.IntRange(1), default=None,
+              help="Spool cap in metric + snapshot rows.")
+@click.option("--max-bytes", type=click.IntRange(1), default=None,
+              help="Spool cap in bytes used by the local database.")
+@click.option("--local-retention", default="7d", show_default=True,
+              help="Delete forwarded rows older than this locally ('none' keeps them).")
+@click.option("--max-backoff", default="60s", show_default=True,
+              help="Longest pause between retries while the central side is away.")
+@click.option("--poll", default="1s", show_default=True,
+              help="Pause when the spool is empty (--follow).")
+@click.option("--retarget", is_flag=True,
+              help="Accept a destination other than the spool's previous one.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each retry and recovery on stderr.")
+@click.pass_context
+def forward(ctx, source, target, mode, batch_rows, live_rows, max_rows, max_bytes,
+            local_retention, max_backoff, poll, retarget, verbose):
+    """Forward the spool's samples, snapshots and servers to the central database.
+
+    Exactly once in effect: kill it at any point and restart it. Without
+    --follow it forwards what is waiting and exits (1 if the central side is
+    unreachable: the rows stay in the spool).
+
+    \b
+    Example:
+      metricstore forward --from sqlite:///agent.db --to postgresql://app@db/tenant --follow
+      metricstore forward --from sqlite:///agent.db --to postgresql://app@db/tenant --once
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not source or not target:
+        raise click.UsageError("forward needs --from URL (the spool) and --to URL (the "
+                               "central database); see `metricstore forward --help`")
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                            stream=sys.stderr)
+    retention = None if local_retention.lower() == "none" else parse_duration(local_retention)
+    forwarder = forwarding.Forwarder(
+        open_db(source), connect(target), batch_rows=batch_rows, live_rows=live_rows,
+        poll_s=parse_duration(poll).total_seconds(),
+        backoff=forwarding.Backoff(cap=max(parse_duration(max_backoff).total_seconds(), 0.5)),
+        cap=forwarding.SpoolCap(max_rows, max_bytes) if max_rows or max_bytes else None,
+        local_retention=retention, retarget=retarget)
+    signal.signal(signal.SIGTERM, lambda *_: forwarder.stop())
+    try:
+        totals = forwarder.run(follow=mode == "follow")
+    except KeyboardInterrupt:
+        totals = forwarder.totals
+    click.echo("forwarded %d, duplicates %d, expired %d, quarantined %d" % (
+        totals.inserted, totals.duplicates, totals.expired, len(totals.quarantined)))
+
+
+@forward.command("status")
+@click.option("--from", "source", metavar="URL", envvar="DATABASE_URL", default=None,
+              help="The spool (default: $DATABASE_URL, else sqlite:///metricstore.db).")
+@click.option("--max-lag", default="5m", show_default=True,
+              help="An unforwarded sample older than this needs attention.")
+@click.option("--quarantined", "limit", type=click.IntRange(0), default=20, show_default=True,
+              help="How many quarantined rows to list.")
+def forward_status(source, max_lag, limit):
+    """Spool rows and bytes, lag, last success and error, counts, quarantined rows.
+
+    Exits 1 when something needs attention (lag, a failed last attempt,
+    quarantined or dropped rows). Read-only.
+
+    \b
+    Example:
+      metricstore forward status --from sqlite:///agent.db || alert "forwarding"
+    """
+    s = forwarding.status(open_db(source), max_lag=parse_duration(max_lag),
+                          quarantine_limit=limit)
+    click.echo("spool: %s  destination: %s" % (s.spool_id or "not enabled",
+                                                s.destination or "-"))
+    click.echo("waiting: %d rows  (local rows %d, %s)" % (s.spool_rows, s.local_rows,
+                                                          human_bytes(s.spool_bytes)))
+    click.echo("oldest unforwarded: %s%s" % (_when(s.oldest_unforwarded), "" if s.lag is None
+                                             else "  (lag %s)" % _short(s.lag)))
+    click.echo("last success: %s" % _when(s.last_success_at))
+    click.echo("last error: %s%s" % (_when(s.last_error_at),
+                                     "  " + s.last_error if s.last_error else ""))
+    click.echo("rows: " + ", ".join("%s %d" % (k, v) for k, v in s.counts.items()))
+    if s.quarantined:
+        click.echo("quarantined (newest first):")
+        click.echo(table(["when", "server", "metric", "collected_at", "field", "reason"],
+                         [(_when(q.quarantined_at), q.server_name, q.metric or "(snapshot)",
+                           _when(q.collected_at), q.field, q.reason[:80])
+                          for q in s.quarantined]))
+    for problem in s.problems:
+        click.echo("attention: " + problem)
+    if not s.ok:
+        raise SystemExit(EXIT_ATTENTION)
+
+
+def _short(delta):
+    return str(timedelta(seconds=int(delta.total_seconds())))
 
 
 def _quiet_driver_noise(hook=sys.unraisablehook):

@@ -6,6 +6,7 @@ Series tables are WITHOUT ROWID, clustered on their natural key, so a
 series' points sit together and the key is also the covering index.
 """
 
+import fcntl
 import json
 import os
 from datetime import timedelta
@@ -57,10 +58,10 @@ class SqliteDialect(Dialect):
     name = "sqlite"
     partitioned = False
     types = {
-        "serial": "INTEGER PRIMARY KEY",
+        "serial": "INTEGER PRIMARY KEY", "bigserial": "INTEGER PRIMARY KEY",
         "int": "INTEGER", "smallint": "INTEGER", "bigint": "INTEGER",
         "float": "REAL", "text": "TEXT", "bool": "INTEGER",
-        "timestamp": "INTEGER",
+        "timestamp": "INTEGER", "blob": "BLOB",
     }
 
     def table_suffix(self, table):
@@ -173,10 +174,60 @@ class SqliteDialect(Dialect):
             names).fetchone()
         return size
 
-    def writer(self, db, target):
+    def micros_sql(self, expr):
+        return expr
+
+    def time_from_micros_sql(self, expr):
+        return expr
+
+    ranges_source = ("(SELECT json_extract(value, '$[0]') AS s, json_extract(value, '$[1]') AS m, "
+                     "json_extract(value, '$[2]') AS lo, json_extract(value, '$[3]') AS hi "
+                     "FROM json_each(:ranges)) r")
+
+    def ranges_param(self, ranges):
+        return {"ranges": json.dumps(ranges)}
+
+    def upsert_rows(self, db, table, columns, rows):
+        sql = self.upsert_sql(table, columns, "(%s)" % ", ".join("?" * (len(columns) + 3)))
+        db.cursor().executemany(sql, rows)
+
+    def outbox_trigger_sql(self, trigger, table, outbox, mapping):
+        # INSERT OR IGNORE does not fire the trigger for a row it ignores.
+        values = ", ".join("NEW.%s" % self.quote(src) if src else "NULL" for _, src in mapping)
+        return ["CREATE TRIGGER IF NOT EXISTS %s AFTER INSERT ON %s BEGIN "
+                "INSERT INTO %s (%s) VALUES (%s); END" % (
+                    self.quote(trigger), self.quote(table), self.quote(outbox),
+                    self.cols([c for c, _ in mapping]), values)]
+
+    def drop_trigger_sql(self, trigger, table):
+        return ["DROP TRIGGER IF EXISTS %s" % self.quote(trigger)]
+
+    def trigger_exists(self, db, trigger):
+        return db.execute_sql("SELECT 1 FROM sqlite_master WHERE type = 'trigger' "
+                              "AND name = ?", (trigger,)).fetchone() is not None
+
+    def process_lock(self, db, name):
+        """An exclusive ``flock`` on ``<database file>.<name>.lock``."""
+        path = "%s.%s.lock" % (os.path.abspath(db.database), name)
+        handle = open(path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return handle.close
+
+    def used_bytes(self, db, tables):
+        """The whole file's pages in use (page_count - freelist_count) x page_size."""
+        (pages,), (free,), (size,) = (db.execute_sql("PRAGMA %s" % p).fetchone()
+                                      for p in ("page_count", "freelist_count", "page_size"))
+        return (pages - free) * size
+
+    def writer(self, db, target, tiers=None):
         """Bulk writer for ingest: rows staged in a TEMP table outside any lock,
-        then one INSERT OR IGNORE ... SELECT per commit under BEGIN IMMEDIATE."""
-        return SqliteWriter(db, self, target)
+        then one INSERT OR IGNORE ... SELECT per commit under BEGIN IMMEDIATE
+        (with ``tiers``, the rollup update in that same transaction)."""
+        return SqliteWriter(db, self, target, tiers)
 
 
 def _in_transaction(db):
@@ -199,9 +250,10 @@ class SqliteWriter:
     atomic batch is flushed once, at the end.
     """
 
-    def __init__(self, db, dialect, target):
+    def __init__(self, db, dialect, target, tiers=None):
         q = dialect.quote
         names = dialect.cols(target.columns + ("collected_at",))
+        self.tiers = tiers
         self.db, self.dialect = db, dialect
         self.stage = "temp." + q("metricstore_stage_" + target.table)
         self.create = "CREATE TEMP TABLE IF NOT EXISTS %s (%s)" % (self.stage, names)
@@ -220,9 +272,12 @@ class SqliteWriter:
 
     def add(self, rows):
         if rows:
+            rows = sorted(rows, key=self.order)
             with self.db.atomic():      # a transaction on the temp database only
-                self.cursor.executemany(self.append, sorted(rows, key=self.order))
+                self.cursor.executemany(self.append, rows)
             self.staged += len(rows)
+            if self.tiers is not None:
+                self.tiers.add(rows)
 
     def flush(self, ensure_partitions):
         """Insert the staged rows in one transaction; return how many were new."""
@@ -230,6 +285,8 @@ class SqliteWriter:
             return 0
         with self.dialect.write_transaction(self.db):
             inserted = self.cursor.execute(self.insert).rowcount
+            if self.tiers is not None:
+                self.tiers.flushed(inserted)
         self._clear()
         return inserted
 
