@@ -41,6 +41,13 @@ def count(db, table="metrics"):
     return db.execute_sql("SELECT count(*) FROM %s" % table).fetchone()[0]
 
 
+def as_utc(stored):
+    """A stored collected_at (epoch us on SQLite, timestamptz on PostgreSQL) as UTC."""
+    if isinstance(stored, int):
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=stored)
+    return stored.astimezone(UTC)
+
+
 def rows_for(sid, n, start=None, names=NAMES):
     start = start or NOW - timedelta(days=1)
     return [(sid, names[i % len(names)], float(i % 100), start + timedelta(seconds=i))
@@ -160,9 +167,7 @@ def test_first_of_a_repeated_key_wins_across_chunks_and_commits(db, repo, small_
     stored = {}
     for mid, t, v in db.execute_sql(
             "SELECT metric_type_id, collected_at, value FROM metrics").fetchall():
-        t = t if isinstance(t, datetime) else datetime.fromtimestamp(0, UTC) + \
-            timedelta(microseconds=t)
-        stored[(names[mid], t.astimezone(UTC))] = v
+        stored[(names[mid], as_utc(t))] = v
     assert stored == first
 
 
