@@ -63,8 +63,12 @@ class _Deferred:
 
     def __getattr__(self, name):
         if self._dialect is None:
-            self._db.connect(reuse_if_open=True)     # the caller is about to use it
-            self._dialect = dialect_for(self._db)
+            db = self._db
+            if db.is_closed():           # leave the database as it was found
+                with db.connection_context():
+                    self._dialect = dialect_for(db)
+            else:
+                self._dialect = dialect_for(db)
         return getattr(self._dialect, name)
 
 
