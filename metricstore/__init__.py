@@ -11,6 +11,7 @@ from .errors import (ConfigurationError, DatabaseError, MaintenanceError, Metric
                      QueryError, SchemaError, TimeError, UnknownMetricError,
                      UnknownServerError, ValidationError)
 from .ingest import Sample, SnapshotSample, WriteResult
+from .forwarding import Forwarder, SpoolCap
 from .maintenance import last_run, maintain
 from .models import (MODELS, MaintenanceRun, Metric, MetricType, Server, ServerSnapshot,
                      TenantSettings)
@@ -21,7 +22,8 @@ from .settings import get_retention_days, set_retention_days
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_URL", "MODELS", "ConfigurationError", "DatabaseError", "MaintenanceError",
+    "DEFAULT_URL", "MODELS", "ConfigurationError", "DatabaseError", "Forwarder",
+    "MaintenanceError", "SpoolCap",
     "MaintenanceRun", "Metric", "MetricRepository", "QueryError", "Sample",
     "SnapshotSample", "WriteResult", "MetricType", "MetricstoreError", "SchemaError", "Server",
     "ServerSnapshot", "TenantSettings", "TimeError", "UnknownMetricError",
