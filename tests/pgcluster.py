@@ -13,6 +13,10 @@ import time
 
 import psycopg2
 
+# Each session runs its throwaway clusters on its own ports (WORKFLOW: the lead
+# 55432-55439, helpers their own ranges): METRICSTORE_TEST_PORT_BASE moves them.
+PORT_BASE = int(os.environ.get("METRICSTORE_TEST_PORT_BASE", "55432"))
+
 
 def unavailable():
     """Why no throwaway cluster can be made here ('' when one can)."""

@@ -22,7 +22,7 @@ from metricstore.cli import main
 from metricstore.status import status
 from metricstore.timeutil import utcnow
 from conftest import BACKEND, URL
-from pgcluster import ThrowawayCluster, unavailable
+from pgcluster import PORT_BASE, ThrowawayCluster, unavailable
 
 
 def _chained(exc):
@@ -278,7 +278,7 @@ def small_disk_cluster():
     folder = pathlib.Path(tempfile.mkdtemp(prefix="mst_tiny_"))
     os.chmod(folder, 0o755)                  # the postgres user must reach the mount
     tiny_fs = _tiny_fs(folder / "fs", "size=4m,uid=postgres,gid=postgres,mode=0700")
-    cluster = ThrowawayCluster("mst_diskfull", 55433).create()
+    cluster = ThrowawayCluster("mst_diskfull_%d" % (PORT_BASE + 1), PORT_BASE + 1).create()
     try:
         conn = psycopg2.connect(cluster.dsn)
         conn.autocommit = True

@@ -17,10 +17,10 @@ import pytest
 import metricstore
 from metricstore.errors import ConnectError, ConnectionLostError
 from metricstore.timeutil import utcnow
-from pgcluster import ThrowawayCluster, unavailable
+from pgcluster import PORT_BASE, ThrowawayCluster, unavailable
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-PORT = 55432
+PORT = PORT_BASE
 RECOVERY_BOUND_S = 5.0       # generous for a shared machine; docs/reliability.md has the figures
 
 
