@@ -17,6 +17,7 @@ from typing import NamedTuple, Optional
 from .dialects import dialect_for
 from .errors import QueryError, ValidationError
 from .partitioning import ensure_months
+from .rollups.tiers import TIER_TABLES
 from .timeutil import EPOCH, ONE_US, from_micros, month_start
 from .models import GAUGE
 from .validation import (MAX_CONNECTIONS, MetricRule, RowError, RowErrors, server_id_of,
@@ -112,7 +113,8 @@ def _chunks(iterable, size):
         position += len(chunk)
 
 
-def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_every=None):
+def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_every=None,
+          tiers=None):
     """Validate ``rows`` with ``check`` and write the good ones to ``target``.
 
     ``check(position, chunk, errors) -> (good rows, set of UTC day numbers)``,
@@ -126,6 +128,9 @@ def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_eve
     failure is safe: stored rows are skipped as duplicates). ``chunk_rows``:
     rows read and validated at a time, :data:`CHUNK_ROWS` (read at call time)
     when None. The input is read and staged outside any write lock.
+    ``tiers``: a :class:`~metricstore.rollups.update.TierUpdater` that the
+    writer feeds the staged rows and, inside each flush's transaction, what
+    the raw insert stored: the rollup tiers change with the rows or not at all.
     """
     if on_error not in ON_ERROR:
         raise QueryError("on_error must be 'raise' (all or nothing) or 'skip' (store the "
@@ -141,12 +146,13 @@ def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_eve
     size = min(chunk_rows or CHUNK_ROWS, commit_every or CHUNK_ROWS)
     errors, valid, inserted, committed = RowErrors(), 0, 0, 0
     days, pending = set(), 0
-    with dialect_for(db).writer(db, target) as writer:
+    tables = (target.table,) + (TIER_TABLES if tiers is not None else ())
+    with dialect_for(db).writer(db, target, tiers) as writer:
         def flush():
             # Only the months that hold rows get a partition, however far apart.
             months = sorted({month_start(from_micros(d * DAY_US)) for d in days})
             days.clear()
-            return writer.flush(lambda: ensure_months(db, target.table, months))
+            return writer.flush(lambda: [ensure_months(db, t, months) for t in tables])
 
         for position, chunk in _chunks(rows, size):
             good, chunk_days = check(position, chunk, errors)

@@ -99,6 +99,9 @@ def _shown(value):
     return text if len(text) <= 40 else "%s...(%d digits)" % (text[:12], len(text))
 
 
+FINEST_BUCKET_US = 300_000_000
+
+
 @dataclass(frozen=True)
 class TimeBounds:
     """The collected_at values a write stores, in epoch microseconds:
@@ -112,7 +115,10 @@ class TimeBounds:
     def at(cls, now, max_skew, retention_days=None):
         low = MIN_MICROS
         if retention_days:
-            low = max(low, to_micros(now - timedelta(days=retention_days)))
+            # Rounded up to the finest rollup bucket (5 min): a write never
+            # touches a bucket whose older raw rows retention may have deleted.
+            cutoff = to_micros(now - timedelta(days=retention_days))
+            low = max(low, -(-cutoff // FINEST_BUCKET_US) * FINEST_BUCKET_US)
         return cls(low, to_micros(now + max_skew), retention_days)
 
     def expired(self, micros):
