@@ -10,6 +10,7 @@ from .connection import DEFAULT_URL, connect, default_url
 from .errors import (ConfigurationError, DatabaseError, MaintenanceError, MetricstoreError,
                      QueryError, SchemaError, TimeError, UnknownMetricError,
                      UnknownServerError, ValidationError)
+from .distribute import distribute
 from .ingest import Sample, SnapshotSample, WriteResult
 from .forwarding import Forwarder, SpoolCap
 from .maintenance import last_run, maintain
@@ -27,6 +28,6 @@ __all__ = [
     "MaintenanceRun", "Metric", "MetricRepository", "QueryError", "Sample",
     "SnapshotSample", "WriteResult", "MetricType", "MetricstoreError", "SchemaError", "Server",
     "ServerSnapshot", "TenantSettings", "TimeError", "UnknownMetricError",
-    "UnknownServerError", "ValidationError", "connect", "default_url",
+    "UnknownServerError", "ValidationError", "connect", "default_url", "distribute",
     "get_retention_days", "last_run", "maintain", "provision", "set_retention_days",
 ]

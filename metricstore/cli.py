@@ -20,6 +20,7 @@ import click
 
 from . import demo as demo_data
 from .connection import connect, default_url
+from .distribute import distribute as distribute_tenant
 from .errors import MetricstoreError, QueryError, ValidationError
 from . import forwarding
 from .guard import DRIVER_ERRORS
@@ -197,6 +198,26 @@ def maintain(url, dry_run, now_text):
 
 
 @cli.command()
+@click.argument("url_arg", metavar="[URL]", required=False)
+@url_option
+@click.option("--shards", type=click.IntRange(1, 1024), default=None,
+              help="Shards per distributed table (default: citus.shard_count, 32).")
+def distribute(url_arg, url, shards):
+    """Shard one large tenant across a Citus cluster (idempotent; coordinator URL).
+
+    servers, metric_types, tenant_settings, maintenance_runs and the migration
+    history become reference tables; metrics and server_snapshots are
+    distributed by server_id, co-located. Existing rows move to the shards.
+
+    \b
+    Example:
+      metricstore distribute postgresql://root@127.0.0.1:9700/test?schema=big
+    """
+    db = open_db(url_arg or url)
+    click.echo("\n".join(distribute_tenant(db, shard_count=shards).lines()))
+
+
+@cli.command()
 @url_option
 def partitions(url):
     """List each partition with its UTC bounds, row estimate and size (read-only).
@@ -214,10 +235,10 @@ def partitions(url):
     rows = []
     for name in SERIES_TABLES:
         for p in manager.live(name):
+            count, size = manager.figures(p)
             rows.append((name, p.name, "DEFAULT" if p.is_default else p.start,
-                         "" if p.is_default else p.end,
-                         manager.rows(p),
-                         human_bytes(p.bytes), "yes" if p.owned else "NO"))
+                         "" if p.is_default else p.end, count,
+                         human_bytes(size), "yes" if p.owned else "NO"))
     click.echo(table(["table", "partition", "from", "to", "rows", "size", "managed"], rows))
     for conflict in manager.plan().conflicts:
         click.echo("BLOCKED %s %s: %s" % (conflict.table, conflict.month.strftime("%Y-%m"),

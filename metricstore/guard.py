@@ -73,8 +73,8 @@ def translate(db, exc, what, connecting=False, atomic=True, commits_before=None)
                                                           _first_line(exc)))
     from .dialects import dialect_for
     lost = bool(db is not None and getattr(db, "connection_lost", lambda: False)())
-    cls, reason, fix = dialect_for(db).classify(driver, connecting=connecting, lost=lost,
-                                                db=db)
+    cls, reason, fix = dialect_for(db, detect=False).classify(
+        driver, connecting=connecting, lost=lost, db=db)
     text = "%s on %s: %s (%s); %s" % (what, where, reason, _first_line(driver), fix)
     if cls is not ConnectionLostError:
         return cls(text)

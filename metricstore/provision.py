@@ -45,6 +45,11 @@ def provision(db, retention_days=None, now=None):
     dialect = dialect_for(db)
     report = ProvisionReport(engine=dialect.name, partitioned=dialect.partitioned)
     with db.connection_context() if db.is_closed() else nullcontext():
+        # The schema first, committed: on Citus a distributed schema created in
+        # the transaction that then creates a serial column fails on the workers.
+        with dialect.write_transaction(db):
+            with dialect.lock(db, "provision"):
+                dialect.prepare(db)
         with dialect.write_transaction(db):
             with dialect.lock(db, "provision"):
                 report.migrations_applied = migrate(db)

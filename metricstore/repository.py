@@ -129,7 +129,6 @@ class MetricRepository:
 
     def __init__(self, db, max_skew=DEFAULT_MAX_SKEW, clock=utcnow):
         self.db = db
-        self.dialect = dialect_for(db)
         if not isinstance(max_skew, timedelta) or max_skew < timedelta(0):
             raise QueryError("max_skew must be a timedelta >= 0 (how far in the future a "
                              "collected_at may be), got %r" % (max_skew,))
@@ -137,6 +136,11 @@ class MetricRepository:
         self.clock = clock
         self._rules = {}
         self._known_servers = set()     # ids seen to exist (metricstore never deletes one)
+
+    @property
+    def dialect(self):
+        """The database's dialect (chosen on first use, then cached on ``db``)."""
+        return dialect_for(self.db)
 
     # -- catalog ------------------------------------------------------------------
     @guarded(read_only=True)
@@ -185,9 +189,14 @@ class MetricRepository:
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
             raise QueryError("server name must be 1-200 characters, got %r" % (name,))
         name = name.strip()
-        (Server.insert(name=name, created_at=utcnow()).on_conflict_ignore()
-         .execute(self.db))
-        return Server.select(Server.id).where(Server.name == name).bind(self.db).scalar()
+        registered = Server.select(Server.id).where(Server.name == name).bind(self.db)
+        sid = registered.scalar()
+        if sid is None:
+            self.dialect.check_can_draw_ids(self.db, "servers")
+            (Server.insert(name=name, created_at=utcnow()).on_conflict_ignore()
+             .execute(self.db))
+            sid = registered.scalar()
+        return sid
 
     @guarded()
     def record(self, server_id, collected_at, values, on_error="raise"):
@@ -516,7 +525,7 @@ class MetricRepository:
     def silent_servers(self, since):
         """Servers with no metric and no snapshot collected at or after ``since``."""
         since = to_utc(since, "since")
-        sql = self.dialect.sql(Q.SILENT)
+        sql = self.dialect.sql(self.dialect.silent)
         return [ServerRef(*r) for r in self.db.execute_sql(
             sql, {"since": self.dialect.time_param(since)})]
 

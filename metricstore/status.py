@@ -3,7 +3,6 @@
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from . import queries as Q
 from .dialects import dialect_for
 from .guard import guarded
 from .maintenance import last_run
@@ -46,7 +45,7 @@ def status(db, now=None, max_maintenance_age=DEFAULT_MAX_MAINTENANCE_AGE):
     result = Status(dialect.name, applied(db), pending(db), get_retention_days(db))
     for table in RAW_TABLES:
         result.rows[table] = dialect.row_count(db, table)
-        first, last = db.execute_sql(Q.TIME_SPAN.format(table=table)).fetchone()
+        first, last = db.execute_sql(dialect.time_span.format(table=table)).fetchone()
         result.span[table] = (dialect.time_result(first), dialect.time_result(last))
     result.tier_retention = effective_tier_retention(db)
     result.tiers = tier_status(db, now=now)

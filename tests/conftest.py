@@ -2,7 +2,10 @@
 
 - unset or ``sqlite://...``: every test gets a fresh SQLite file in tmp_path.
 - ``postgresql://...``: every test gets a fresh schema (``?schema=...``) in
-  that database, dropped afterwards. If the server cannot be reached the
+  that database, dropped afterwards.
+- ``METRICSTORE_CITUS_URL`` (a Citus coordinator, e.g.
+  ``postgresql://root@127.0.0.1:9700/test``) enables the Citus tests
+  (``citus_url`` fixture); without it they skip with the reason. If the server cannot be reached the
   PostgreSQL tests skip with the reason, except under ``CI=true``, where
   that is a failure.
 """
@@ -57,9 +60,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="SQLite-only: run without DATABASE_URL"))
 
 
-def _schema_url(schema):
-    sep = "&" if "?" in URL else "?"
-    return URL + sep + "schema=" + schema
+CITUS_URL = os.environ.get("METRICSTORE_CITUS_URL") or ""
+
+
+def _schema_url(schema, url=URL):
+    sep = "&" if "?" in url else "?"
+    return url + sep + "schema=" + schema
 
 
 @pytest.fixture
@@ -99,6 +105,20 @@ def shared_db(tmp_path_factory):
     assert_integrity(db)
     db.close()
     next(urls, None)            # drops the PostgreSQL schema
+
+
+@pytest.fixture
+def citus_url():
+    """URL of a fresh tenant schema on the Citus coordinator named by
+    ``METRICSTORE_CITUS_URL`` (skips without it); dropped afterwards."""
+    if not CITUS_URL:
+        pytest.skip("Citus tests: set METRICSTORE_CITUS_URL to a Citus coordinator, e.g. "
+                    "postgresql://root@127.0.0.1:9700/test")
+    schema = "mst_citus_" + uuid.uuid4().hex[:10]
+    yield _schema_url(schema, CITUS_URL)
+    admin = connect(CITUS_URL)
+    admin.execute_sql("DROP SCHEMA IF EXISTS %s CASCADE" % schema)
+    admin.close()
 
 
 @pytest.fixture

@@ -160,9 +160,14 @@ def schema_listing(db, backend):
 
 
 def rows_by_partition(db, table):
-    """{partition name: rows}, from each row's tableoid (independent of metricstore)."""
-    return dict(db.execute_sql('SELECT tableoid::regclass::text, count(*) FROM "%s" GROUP BY 1'
-                               % table).fetchall())
+    """{partition name: rows}, from each row's tableoid (independent of metricstore).
+    On Citus a row's tableoid is its shard, ``schema.<partition>_<shard id>``."""
+    out = {}
+    for name, n in db.execute_sql('SELECT tableoid::regclass::text, count(*) FROM "%s" '
+                                  'GROUP BY 1' % table).fetchall():
+        name = re.sub(r"_\d{6,}$", "", name.rsplit(".", 1)[-1])
+        out[name] = out.get(name, 0) + n
+    return out
 
 
 def default_rows(db, table):

@@ -15,6 +15,7 @@ and ``record_snapshots``, which ensure the batch's months themselves).
 
 import multiprocessing
 import random
+import re
 import time
 import traceback
 from collections import Counter
@@ -173,8 +174,14 @@ def bounds(db, table):
 
 
 def rows_by_partition(db, table):
-    return dict(db.execute_sql('SELECT tableoid::regclass::text, count(*) FROM "%s" '
-                               "GROUP BY 1" % table).fetchall())
+    """{partition name: rows} from each row's tableoid (on Citus: its shard,
+    ``schema.<partition>_<shard id>``)."""
+    out = {}
+    for name, n in db.execute_sql('SELECT tableoid::regclass::text, count(*) FROM "%s" '
+                                  "GROUP BY 1" % table).fetchall():
+        name = re.sub(r"_\d{6,}$", "", name.rsplit(".", 1)[-1])
+        out[name] = out.get(name, 0) + n
+    return out
 
 
 @pytest.fixture

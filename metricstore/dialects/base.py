@@ -4,7 +4,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .. import queries as Q
-from ..errors import DatabaseError
+from ..errors import ConfigurationError, DatabaseError
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,8 @@ class Dialect:
     # fragments; sql() turns them into the driver's parameter style.
     latest = None              # latest metric row per server: :mid, {filter}
     latest_snapshots = None    # latest snapshot per server (LEFT JOIN): {filter}
+    silent = Q.SILENT          # servers with no row since :since
+    time_span = Q.TIME_SPAN    # first and last collected_at of {table}
 
     def sql(self, template, **fragments):
         """A template with its fragments filled in, in the driver's style."""
@@ -181,29 +183,6 @@ class Dialect:
         """Bytes used by ``table`` and its indexes (all partitions)."""
         raise NotImplementedError
 
-    # -- store and forward (metricstore.forwarding) --------------------------------
-    def outbox_trigger_sql(self, trigger, table, outbox, mapping):
-        """Statements creating ``trigger``: every row really inserted into
-        ``table`` (not one ignored as a duplicate) adds a row to ``outbox`` in
-        the same transaction. ``mapping``: (outbox column, column of ``table``
-        or None for NULL) pairs. Idempotent."""
-        raise NotImplementedError
-
-    def drop_trigger_sql(self, trigger, table):
-        raise NotImplementedError
-
-    def trigger_exists(self, db, trigger):
-        raise NotImplementedError
-
-    def process_lock(self, db, name):
-        """A lock on ``name`` held by this process until ``release()``, or None
-        if another process holds it. It dies with the process (kill -9 too)."""
-        raise NotImplementedError
-
-    def used_bytes(self, db, tables):
-        """Bytes the database uses for ``tables`` (cheap enough to poll)."""
-        return sum(self.table_bytes(db, t) for t in tables)
-
     # -- rollup tiers ----------------------------------------------------------
     def micros_sql(self, expr):
         """SQL for a time expression as integer epoch microseconds (UTC)."""
@@ -230,3 +209,48 @@ class Dialect:
                 "DO UPDATE SET %s" % (self.quote(table), self.cols(names), values,
                                       ", ".join("%s = excluded.%s" % (self.quote(c), self.quote(c))
                                                 for c in columns)))
+    # -- store and forward (metricstore.forwarding) --------------------------------
+    def outbox_trigger_sql(self, trigger, table, outbox, mapping):
+        """Statements creating ``trigger``: every row really inserted into
+        ``table`` (not one ignored as a duplicate) adds a row to ``outbox`` in
+        the same transaction. ``mapping``: (outbox column, column of ``table``
+        or None for NULL) pairs. Idempotent."""
+        raise NotImplementedError
+
+    def drop_trigger_sql(self, trigger, table):
+        raise NotImplementedError
+
+    def trigger_exists(self, db, trigger):
+        raise NotImplementedError
+
+    def process_lock(self, db, name):
+        """A lock on ``name`` held by this process until ``release()``, or None
+        if another process holds it. It dies with the process (kill -9 too)."""
+        raise NotImplementedError
+
+    def used_bytes(self, db, tables):
+        """Bytes the database uses for ``tables`` (cheap enough to poll)."""
+        return sum(self.table_bytes(db, t) for t in tables)
+
+    # -- scale-out (Citus) ---------------------------------------------------------
+    def partition_figures(self, db, partition):
+        """``(rows or None, bytes)`` of a LivePartition, as shown to people:
+        the catalog's estimate and size where they describe the data."""
+        return partition.rows_estimate, partition.bytes
+
+    def prepare_distribution(self, db):
+        """Check that this database can shard tables (only a Citus coordinator can)."""
+        raise ConfigurationError(
+            "%s cannot distribute tables: `metricstore distribute` needs the coordinator "
+            "of a Citus cluster (PostgreSQL with CREATE EXTENSION citus)" % self.name)
+
+    def distribute(self, db, reference, distributed, column, shard_count=None):
+        """Make ``reference`` tables reference tables and shard ``distributed``
+        tables by ``column``, co-located (after :meth:`prepare_distribution`)."""
+        raise NotImplementedError
+
+    def check_can_draw_ids(self, db, table):
+        """Raise ConfigurationError if this node cannot draw ``table``'s ids."""
+
+    def attached(self, db, partition):
+        """Called after a partition filled on this node was attached."""

@@ -239,6 +239,28 @@ class PostgresDialect(Dialect):
             (self.quote(table),)).fetchone()
         return int(size)
 
+    def micros_sql(self, expr):
+        return "(extract(epoch FROM %s) * 1000000)::bigint" % expr
+
+    def time_from_micros_sql(self, expr):
+        return "(timestamptz '1970-01-01 00:00:00+00' + %s * interval '1 microsecond')" % expr
+
+    ranges_source = ("unnest(:rs::int[], :rm::int[], :rlo::bigint[], :rhi::bigint[]) "
+                     "AS r(s, m, lo, hi)")
+
+    def ranges_param(self, ranges):
+        s, m, lo, hi = zip(*ranges) if ranges else ((), (), (), ())
+        return {"rs": list(s), "rm": list(m), "rlo": list(lo), "rhi": list(hi)}
+
+    def upsert_rows(self, db, table, columns, rows):
+        from psycopg2.extras import execute_values   # psycopg2 is an optional extra
+        n = len(columns)
+        template = "(%%s, %%s, %s, %s)" % (self.time_from_micros_sql("%s"),
+                                           ", ".join(["%s"] * n))
+        sql = self.upsert_sql(table, columns, "%s")
+        with db.cursor() as cursor:
+            execute_values(cursor, sql, rows, template=template, page_size=2000)
+
     def outbox_trigger_sql(self, trigger, table, outbox, mapping):
         # One statement-level trigger with a transition table: it sees only
         # the rows the statement inserted (ON CONFLICT DO NOTHING skips repeats).
@@ -272,28 +294,6 @@ class PostgresDialect(Dialect):
             return None
         return lambda: db.is_closed() or db.execute_sql(
             "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
-
-    def micros_sql(self, expr):
-        return "(extract(epoch FROM %s) * 1000000)::bigint" % expr
-
-    def time_from_micros_sql(self, expr):
-        return "(timestamptz '1970-01-01 00:00:00+00' + %s * interval '1 microsecond')" % expr
-
-    ranges_source = ("unnest(:rs::int[], :rm::int[], :rlo::bigint[], :rhi::bigint[]) "
-                     "AS r(s, m, lo, hi)")
-
-    def ranges_param(self, ranges):
-        s, m, lo, hi = zip(*ranges) if ranges else ((), (), (), ())
-        return {"rs": list(s), "rm": list(m), "rlo": list(lo), "rhi": list(hi)}
-
-    def upsert_rows(self, db, table, columns, rows):
-        from psycopg2.extras import execute_values   # psycopg2 is an optional extra
-        n = len(columns)
-        template = "(%%s, %%s, %s, %s)" % (self.time_from_micros_sql("%s"),
-                                           ", ".join(["%s"] * n))
-        sql = self.upsert_sql(table, columns, "%s")
-        with db.cursor() as cursor:
-            execute_values(cursor, sql, rows, template=template, page_size=2000)
 
     def writer(self, db, target, tiers=None):
         """Bulk writer for ingest: COPY into a session temp table, then one
@@ -363,9 +363,13 @@ class PostgresWriter:
         with self.db.atomic():
             if self.tiers is None:
                 self.cursor.execute(insert)
-                inserted = self.cursor.rowcount
+                inserted = self.inserted()
             else:
-                self.cursor.execute(self.COUNTED.format(insert=insert))
+                # RETURNING counts what was stored on every engine (Citus too).
+                plain = PostgresWriter.INSERT.format(table=self.target.table,
+                                                     names=self.names, stage=self.stage,
+                                                     order=self.order)
+                self.cursor.execute(self.COUNTED.format(insert=plain))
                 counts = {(s, m, b): n for s, m, b, n in self.cursor.fetchall()}
                 self.tiers.flushed(counts)
                 inserted = sum(counts.values())
@@ -376,6 +380,10 @@ class PostgresWriter:
             if not getattr(self.db, "connection_lost", lambda: False)():
                 raise
         return inserted
+
+    def inserted(self):
+        """Rows the INSERT just stored."""
+        return self.cursor.rowcount
 
     def __exit__(self, exc_type, *exc):
         if exc_type is not None and not self.db.in_transaction():

@@ -174,6 +174,23 @@ class SqliteDialect(Dialect):
             names).fetchone()
         return size
 
+    def micros_sql(self, expr):
+        return expr
+
+    def time_from_micros_sql(self, expr):
+        return expr
+
+    ranges_source = ("(SELECT json_extract(value, '$[0]') AS s, json_extract(value, '$[1]') AS m, "
+                     "json_extract(value, '$[2]') AS lo, json_extract(value, '$[3]') AS hi "
+                     "FROM json_each(:ranges)) r")
+
+    def ranges_param(self, ranges):
+        return {"ranges": json.dumps(ranges)}
+
+    def upsert_rows(self, db, table, columns, rows):
+        sql = self.upsert_sql(table, columns, "(%s)" % ", ".join("?" * (len(columns) + 3)))
+        db.cursor().executemany(sql, rows)
+
     def outbox_trigger_sql(self, trigger, table, outbox, mapping):
         # INSERT OR IGNORE does not fire the trigger for a row it ignores.
         values = ", ".join("NEW.%s" % self.quote(src) if src else "NULL" for _, src in mapping)
@@ -205,23 +222,6 @@ class SqliteDialect(Dialect):
         (pages,), (free,), (size,) = (db.execute_sql("PRAGMA %s" % p).fetchone()
                                       for p in ("page_count", "freelist_count", "page_size"))
         return (pages - free) * size
-
-    def micros_sql(self, expr):
-        return expr
-
-    def time_from_micros_sql(self, expr):
-        return expr
-
-    ranges_source = ("(SELECT json_extract(value, '$[0]') AS s, json_extract(value, '$[1]') AS m, "
-                     "json_extract(value, '$[2]') AS lo, json_extract(value, '$[3]') AS hi "
-                     "FROM json_each(:ranges)) r")
-
-    def ranges_param(self, ranges):
-        return {"ranges": json.dumps(ranges)}
-
-    def upsert_rows(self, db, table, columns, rows):
-        sql = self.upsert_sql(table, columns, "(%s)" % ", ".join("?" * (len(columns) + 3)))
-        db.cursor().executemany(sql, rows)
 
     def writer(self, db, target, tiers=None):
         """Bulk writer for ingest: rows staged in a TEMP table outside any lock,

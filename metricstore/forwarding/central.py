@@ -46,7 +46,7 @@ class Central:
         """Where this destination is, for the spool's destination check."""
         db = self.db
         params = getattr(db, "connect_params", {})
-        if self.dialect.name == "sqlite":
+        if dialect_for(db, detect=False).name == "sqlite":      # no round trip: may be down
             return "sqlite:" + os.path.abspath(db.database)
         return "postgresql://%s:%s/%s?schema=%s" % (
             params.get("host", ""), params.get("port", 5432), db.database,

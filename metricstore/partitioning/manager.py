@@ -1,5 +1,7 @@
 """Diffing the strategy against the live catalog, and applying the plan."""
 
+from dataclasses import replace
+
 from ..dialects import dialect_for
 from ..errors import MaintenanceError
 from ..guard import guarded
@@ -34,10 +36,14 @@ class PartitionManager:
 
     def __init__(self, db, strategy=None, tables=SERIES_TABLES, clock=utcnow):
         self.db = db
-        self.dialect = dialect_for(db)
         self.strategy = strategy or MonthlyStrategy()
         self.tables = tables
         self.clock = clock
+
+    @property
+    def dialect(self):
+        """The database's dialect (chosen on first use, then cached on ``db``)."""
+        return dialect_for(self.db)
 
     def now(self):
         return to_utc(self.clock(), "clock()")
@@ -52,10 +58,16 @@ class PartitionManager:
     def rows(self, partition):
         """Rows in ``partition``: the planner's estimate, or an exact count
         when it was never analysed (or is the default partition)."""
-        if partition.rows_estimate is not None and not partition.is_default:
-            return partition.rows_estimate
-        q = COUNT_ROWS.format(table=self.dialect.quote(partition.name))
-        return self.db.execute_sql(q).fetchone()[0]
+        return self.figures(partition)[0]
+
+    def figures(self, partition):
+        """``(rows, bytes)`` of ``partition`` as the dialect reads them (on
+        Citus: from the shards); rows counted exactly where no estimate exists."""
+        rows, size = self.dialect.partition_figures(self.db, partition)
+        if rows is None or partition.is_default:
+            q = COUNT_ROWS.format(table=self.dialect.quote(partition.name))
+            rows = self.db.execute_sql(q).fetchone()[0]
+        return rows, size
 
     def default_rows(self, table, live=None):
         """Exact number of rows waiting in ``table``'s default partition."""
@@ -117,9 +129,16 @@ class PartitionManager:
                         (start, end)).fetchone()[0]
                 plan.create.append(Creation(table, self.strategy.name(table, start),
                                             start, end, waiting))
-            plan.drop.extend(p for p in live
+            plan.drop.extend(self._shown(p) for p in live
                              if p.owned and not p.is_default and p.end <= table_cutoff)
         return plan
+
+    def _shown(self, partition):
+        """``partition`` with the figures a person should see in the plan."""
+        rows, size = self.dialect.partition_figures(self.db, partition)
+        if (rows, size) == (partition.rows_estimate, partition.bytes):
+            return partition
+        return replace(partition, rows_estimate=rows, bytes=size)
 
     @guarded("applying the partition plan", atomic=False)
     def apply(self, plan, errors=None):

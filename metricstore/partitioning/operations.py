@@ -114,6 +114,7 @@ def create_month(db, dialect, strategy, table, start):
         db.execute_sql(MARK.format(**fmt), (MARKER,))
         moved = db.execute_sql(MOVE_ROWS.format(**fmt), (start, end)).rowcount
         db.execute_sql(ATTACH.format(**fmt), (literal(start), literal(end)))
+        dialect.attached(db, name)
         return name, moved
 
     return retrying(db, dialect, step, "creating partition %s" % name)

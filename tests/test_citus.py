@@ -1,0 +1,370 @@
+"""Citus (issue 11): the dialect, schema-based sharding, ``distribute``.
+
+The Citus tests need a real cluster: ``METRICSTORE_CITUS_URL`` names its
+coordinator (e.g. ``postgresql://root@127.0.0.1:9700/test``); without it
+they skip with the reason. Each gets a fresh tenant schema there
+(``citus_url``). Every answer is checked against plain Python over the rows
+the test wrote. The tests that need no Citus run on the DATABASE_URL engine.
+"""
+
+import re
+from datetime import timedelta
+
+import pytest
+
+import metricstore
+from metricstore import ConfigurationError, MetricRepository, SnapshotSample
+from metricstore import queries as Q
+from metricstore.cli import main
+from metricstore.connection import connect
+from metricstore.dialects import (CitusDialect, CitusSchemaDialect, PostgresDialect,
+                                  dialect_for)
+from metricstore.partitioning import PartitionManager
+from metricstore.status import status
+from metricstore.timeutil import month_start, utcnow
+
+NOW = utcnow().replace(microsecond=0)
+STEP = timedelta(seconds=15)
+SHARDS = 4                        # small: distributing is DDL on every shard
+METRICS = ("cpu_percent", "memory_percent", "connection_count")
+
+
+def kinds(db, schema):
+    """``{table: (citus_table_type, distribution column, colocation id)}``."""
+    rows = db.execute_sql(
+        "SELECT c.relname, t.citus_table_type, t.distribution_column, t.colocation_id "
+        "FROM public.citus_tables t JOIN pg_class c ON c.oid = t.table_name "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+        "AND NOT c.relispartition", (schema,)).fetchall()
+    return {name: tuple(rest) for name, *rest in rows}
+
+
+def schema_of(url):
+    return re.search(r"schema=(\w+)", url).group(1)
+
+
+def plain_schema_tenant(url):
+    """A tenant provisioned in a plain (not distributed) schema, unsharded."""
+    admin = connect(url.split("?")[0])
+    admin.execute_sql("CREATE SCHEMA %s" % schema_of(url))
+    admin.close()
+    db = connect(url)
+    db.connect()
+    metricstore.provision(db)
+    return db
+
+
+def fleet(repo, servers=6, points=40):
+    """Servers with samples of METRICS, snapshots for all but the last, and
+    one server with nothing; returns (ids, rows, snapshots, silent id)."""
+    ids = [repo.add_server("srv-%d" % i) for i in range(servers)]
+    rows, snaps = [], []
+    for k, sid in enumerate(ids[:-1]):
+        for i in range(points):
+            t = NOW - STEP * (i + k)                      # servers end at different times
+            for j, metric in enumerate(METRICS):
+                rows.append((sid, metric, float((i * 7 + k * 3 + j) % 97), t))
+            if k < servers - 2:
+                snaps.append(SnapshotSample(sid, t, float(i % 100), float(k), i, "online"))
+    assert repo.record_many(rows).inserted == len(rows)
+    assert repo.record_snapshots(snaps).inserted == len(snaps)
+    return ids, rows, snaps, ids[-1]
+
+
+def check_queries(repo, ids, rows, snaps, silent):
+    """Every query the issue names, against plain Python over ``rows``."""
+    cpu = [(sid, t, v) for sid, m, v, t in rows if m == "cpu_percent"]
+    last = {}
+    for sid, t, v in cpu:
+        if sid not in last or t > last[sid][0]:
+            last[sid] = (t, v)
+    got = repo.latest("cpu_percent")
+    assert [(r.server_id, r.collected_at, r.value) for r in got] == \
+        [(sid, *last[sid]) for sid in sorted(last)]
+    some = ids[1:3]
+    assert [r.server_id for r in repo.latest("cpu_percent", server_ids=some)] == some
+
+    newest = {}
+    for s in snaps:
+        if s.server_id not in newest or s.collected_at > newest[s.server_id].collected_at:
+            newest[s.server_id] = s
+    entries = repo.latest_snapshots(now=NOW)
+    assert [e.server_id for e in entries] == ids
+    for e in entries:
+        want = newest.get(e.server_id)
+        assert e.collected_at == (want.collected_at if want else None)
+        assert e.cpu_percent == (want.cpu_percent if want else None)
+
+    start, end = NOW - timedelta(minutes=5), NOW + STEP
+    in_range = {}
+    for sid, t, v in cpu:
+        if start <= t < end:
+            in_range.setdefault(sid, []).append(v)
+    avg = {sid: sum(v) / len(v) for sid, v in in_range.items()}
+    want = sorted(avg, key=lambda sid: (-avg[sid], sid))[:3]
+    top = repo.top("cpu_percent", start, end, n=3)
+    assert [r.server_id for r in top] == want
+    assert [r.value for r in top] == pytest.approx([avg[s] for s in want])
+    low = repo.top("cpu_percent", start, end, n=2, stat="max", ascending=True)
+    mx = {sid: max(v) for sid, v in in_range.items()}
+    assert [r.server_id for r in low] == sorted(mx, key=lambda s: (mx[s], s))[:2]
+
+    assert [s.id for s in repo.silent_servers(NOW - timedelta(minutes=1))] == [silent]
+    cut = NOW - STEP * 2                # servers 3+ stopped before it (k >= 3 ends earlier)
+    active = {sid for sid, _, _, t in rows if t >= cut} | \
+        {s.server_id for s in snaps if s.collected_at >= cut}
+    assert [s.id for s in repo.silent_servers(cut)] == [i for i in ids if i not in active]
+
+    series = list(repo.series(ids[0], "cpu_percent", NOW - timedelta(hours=1), end))
+    assert [(p.collected_at, p.value) for p in series] == \
+        sorted((t, v) for sid, t, v in cpu if sid == ids[0] and t < end)
+
+
+# -- the dialect is chosen once ------------------------------------------------------
+
+@pytest.mark.postgres
+def test_plain_postgresql_keeps_the_postgres_dialect_and_its_index_probes(db):
+    if db.execute_sql("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchone():
+        pytest.skip("DATABASE_URL names a Citus database: the Citus tests cover it")
+    dialect = dialect_for(db)
+    assert type(dialect) is PostgresDialect and dialect.name == "postgresql"
+    assert "LATERAL" in dialect.latest and "LATERAL" in dialect.latest_snapshots
+
+
+def test_citus_is_detected_once_without_leaving_a_connection_open(citus_url):
+    db = connect(citus_url)
+    dialect = dialect_for(db)
+    assert isinstance(dialect, CitusDialect) and dialect.version.startswith("13.")
+    assert db.is_closed()                  # the detection used a short connection
+    assert dialect_for(db) is dialect      # cached on the database
+    db.close()
+
+
+def test_distribute_off_citus_names_the_fix(db):
+    with pytest.raises(ConfigurationError, match="Citus"):
+        metricstore.distribute(db)
+
+
+# -- (a) schema-based sharding: one tenant = one distributed schema ---------------------
+
+def test_provisioning_a_tenant_schema_makes_it_a_distributed_schema(citus_url):
+    db = connect(citus_url)
+    db.connect()
+    report = metricstore.provision(db)
+    assert report.engine == "citus"
+    schema = schema_of(citus_url)
+    (group,) = db.execute_sql("SELECT colocationid FROM pg_dist_schema "
+                              "WHERE schemaid = %s::regnamespace", (schema,)).fetchone()
+    tables = kinds(db, schema)
+    for table in ("servers", "metrics", "server_snapshots", "tenant_settings",
+                  "maintenance_runs", "migratehistory"):
+        assert tables[table][0] == "schema" and tables[table][2] == group
+    assert metricstore.provision(db).migrations_applied == []      # idempotent
+    db.close()
+
+
+def test_a_distributed_schema_tenant_answers_like_plain_python(citus_url):
+    db = connect(citus_url)
+    db.connect()
+    assert type(dialect_for(db)) is CitusDialect          # no schema yet
+    metricstore.provision(db)
+    assert type(dialect_for(db)) is CitusSchemaDialect    # provisioning made one
+    repo = MetricRepository(db, clock=lambda: NOW)
+    ids, rows, snaps, silent = fleet(repo)
+    again = repo.record_many(rows)
+    assert (again.inserted, again.duplicates) == (0, len(rows))
+    check_queries(repo, ids, rows, snaps, silent)
+    db.close()
+    # Every query is a router query there: the single node's probes stand.
+    fresh = connect(citus_url)
+    dialect = dialect_for(fresh)
+    assert type(dialect) is CitusSchemaDialect and "LATERAL (SELECT" in dialect.latest
+    check_queries(MetricRepository(fresh, clock=lambda: NOW), ids, rows, snaps, silent)
+    plan = "\n".join(r[0] for r in fresh.execute_sql(
+        "EXPLAIN " + dialect.sql(dialect.latest, filter=""), {"mid": 1}).fetchall())
+    assert re.search(r"Task Count: 1\b", plan), plan
+    fresh.close()
+
+
+# -- (b) row-based sharding of one large tenant ----------------------------------------
+
+def test_distribute_makes_reference_and_colocated_tables_idempotently(citus_url, capsys):
+    db = connect(citus_url)
+    db.connect()
+    report = metricstore.distribute(db, shard_count=SHARDS)
+    assert "001_initial" in report.provisioned.migrations_applied
+    tables = kinds(db, schema_of(citus_url))
+    for table in ("servers", "metric_types", "tenant_settings", "maintenance_runs",
+                  "migratehistory"):
+        assert tables[table][0] == "reference", table
+    assert tables["metrics"][:2] == ("distributed", "server_id")
+    assert tables["server_snapshots"][:2] == ("distributed", "server_id")
+    assert tables["metrics"][2] == tables["server_snapshots"][2]       # co-located
+    (shards,) = db.execute_sql("SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = "
+                               "'metrics'::regclass").fetchone()
+    assert shards == SHARDS
+    assert metricstore.distribute(db).changed == []
+    db.close()
+    assert main(["distribute", citus_url]) == 0
+    assert "already distributed: nothing to do" in capsys.readouterr().out
+
+
+def test_distribute_again_shards_a_table_a_later_migration_added(citus_url):
+    db = connect(citus_url)
+    db.connect()
+    metricstore.distribute(db, shard_count=SHARDS)
+    # A tier table as the rollups migration makes one: partitioned by time,
+    # keyed by server_id.
+    db.execute_sql("CREATE TABLE rollup_test (server_id int, bucket timestamptz, v float, "
+                   "PRIMARY KEY (server_id, bucket)) PARTITION BY RANGE (bucket)")
+    db.execute_sql("CREATE TABLE rollup_test_default PARTITION OF rollup_test DEFAULT")
+    assert metricstore.distribute(db).changed == ["rollup_test (distributed by server_id)"]
+    tables = kinds(db, schema_of(citus_url))
+    assert tables["rollup_test"] == ("distributed", "server_id", tables["metrics"][2])
+    db.close()
+
+
+def test_a_distributed_tenant_answers_like_plain_python(citus_url):
+    db = connect(citus_url)
+    db.connect()
+    metricstore.distribute(db, shard_count=SHARDS)
+    repo = MetricRepository(db, clock=lambda: NOW)
+    ids, rows, snaps, silent = fleet(repo)
+    again = repo.record_many(rows)
+    assert (again.inserted, again.duplicates) == (0, len(rows))
+    mixed = rows[:10] + [(ids[0], "cpu_percent", 1.0, NOW + STEP)]
+    assert (lambda r: (r.inserted, r.duplicates))(repo.record_many(mixed)) == (1, 10)
+    check_queries(repo, ids, rows + mixed[-1:], snaps, silent)
+
+    result = status(db, now=NOW)
+    metric_times = [t for _, _, _, t in rows + mixed[-1:]]
+    assert result.rows["metrics"] == (len(rows) + 1, True)
+    assert result.span["metrics"] == (min(metric_times), max(metric_times))
+    snap_times = [s.collected_at for s in snaps]
+    assert result.span["server_snapshots"] == (min(snap_times), max(snap_times))
+    db.close()
+
+
+def test_one_server_queries_are_router_queries(citus_url):
+    db = connect(citus_url)
+    db.connect()
+    metricstore.distribute(db, shard_count=SHARDS)
+    repo = MetricRepository(db, clock=lambda: NOW)
+    ids = fleet(repo, servers=3, points=5)[0]
+    d = dialect_for(db)
+    plan = "\n".join(r[0] for r in db.execute_sql(
+        "EXPLAIN " + d.sql(Q.SERIES), {"sid": ids[0], "mid": 1, "start": NOW - STEP * 9,
+                                       "end": NOW, "limit": 10}).fetchall())
+    assert re.search(r"Task Count: 1\b", plan), plan
+    latest = "\n".join(r[0] for r in db.execute_sql(
+        "EXPLAIN " + d.sql(d.latest, filter=""), {"mid": 1}).fetchall())
+    assert "Task Count: %d" % SHARDS in latest       # one task per shard, in parallel
+    assert "Limit" in latest and "Index" in latest    # each one probes every server
+    db.close()
+
+
+def test_sizes_and_counts_come_from_the_shards(citus_url):
+    db = connect(citus_url)
+    db.connect()
+    metricstore.distribute(db, shard_count=SHARDS)
+    repo = MetricRepository(db, clock=lambda: NOW)
+    rows = fleet(repo, servers=4, points=300)[1]
+    d = dialect_for(db)
+    assert d.row_count(db, "metrics") == (len(rows), True)
+    (on_shards,) = db.execute_sql(
+        "SELECT sum(s.shard_size) FROM pg_catalog.citus_shards s JOIN pg_class c "
+        "ON c.oid = s.table_name JOIN pg_inherits i ON i.inhrelid = c.oid "
+        "WHERE i.inhparent = 'metrics'::regclass").fetchone()
+    assert d.table_bytes(db, "metrics") == on_shards > len(rows) * 20
+    month = next(p for p in PartitionManager(db).live("metrics")
+                 if not p.is_default and p.start == month_start(NOW))
+    in_month = sum(1 for *_, t in rows if month_start(t) == month.start)
+    assert PartitionManager(db).figures(month)[0] == in_month
+    db.close()
+
+
+def test_distributing_a_loaded_tenant_moves_its_rows_and_leaves_nothing_behind(citus_url):
+    db = plain_schema_tenant(citus_url)
+    repo = MetricRepository(db, clock=lambda: NOW)
+    ids, rows, snaps, silent = fleet(repo)
+    assert dialect_for(db).citus_kind(db, "metrics") is None        # still local
+    metricstore.distribute(db, shard_count=SHARDS)
+    assert dialect_for(db).row_count(db, "metrics") == (len(rows), True)
+    assert local_bytes(db, schema_of(citus_url)) == {}
+    check_queries(repo, ids, rows, snaps, silent)
+    db.close()
+
+
+def local_bytes(db, schema):
+    """Non-empty heap files of the tenant's tables on the coordinator itself
+    (a distributed table's coordinator relation should hold nothing)."""
+    return dict(db.execute_sql(
+        "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace JOIN pg_dist_partition p ON p.logicalrelid = c.oid "
+        "WHERE n.nspname = %s AND c.relkind = 'r' AND p.partmethod = 'h' "
+        "AND pg_relation_size(c.oid) > 0", (schema,)).fetchall())
+
+
+def test_rows_moved_out_of_the_default_partition_leave_no_coordinator_copy(citus_url):
+    db = connect(citus_url)
+    db.connect()
+    metricstore.distribute(db, shard_count=SHARDS, retention_days=3660)
+    repo = MetricRepository(db, clock=lambda: NOW)
+    sid = repo.add_server("backfilled")
+    old = month_start(month_start(NOW) - timedelta(days=75))        # no partition for it
+    db.execute_sql("INSERT INTO metrics SELECT %s, 1, g, %s + g * interval '1 minute' "
+                   "FROM generate_series(0, 499) g", (sid, old))     # bypasses metricstore
+    manager = PartitionManager(db, clock=lambda: NOW)
+    assert manager.default_rows("metrics") == 500
+    plan = metricstore.maintain(db, dry_run=True, now=NOW).plan
+    assert [(c.name, c.waiting_rows) for c in plan.create if c.table == "metrics"] == \
+        [("metrics_p%04d_%02d" % (old.year, old.month), 500)]
+    result = metricstore.maintain(db, now=NOW)
+    assert result.moved == 500 and manager.default_rows("metrics") == 0
+    name = "metrics_p%04d_%02d" % (old.year, old.month)
+    assert dialect_for(db).citus_kind(db, name) == "distributed"
+    assert local_bytes(db, schema_of(citus_url)) == {}
+    month = next(p for p in manager.live("metrics") if p.name == name)
+    rows, size = manager.figures(month)
+    assert rows == 500 and size > 0
+    assert [p.value for p in repo.series(sid, "cpu_percent", old, old + timedelta(days=1))] \
+        == [float(g) for g in range(500)]
+    db.close()
+
+
+def worker_url(db, url):
+    """The same tenant URL on the first worker node."""
+    host, port = db.execute_sql("SELECT nodename, nodeport FROM pg_dist_node "
+                                "WHERE groupid > 0 ORDER BY groupid LIMIT 1").fetchone()
+    return re.sub(r"@[^/]+/", "@%s:%d/" % (host, port), url)
+
+
+def test_a_collector_on_a_worker_writes_samples_but_registers_through_the_coordinator(
+        citus_url):
+    db = connect(citus_url)
+    db.connect()
+    metricstore.distribute(db, shard_count=SHARDS)
+    sid = MetricRepository(db).add_server("srv-a")
+    worker = connect(worker_url(db, citus_url))
+    worker.connect()
+    repo = MetricRepository(worker, clock=lambda: NOW)
+    assert repo.add_server("srv-a") == sid                          # already registered
+    with pytest.raises(ConfigurationError, match="coordinator"):
+        repo.add_server("srv-new")
+    rows = [(sid, "cpu_percent", float(i), NOW - STEP * i) for i in range(50)]
+    assert repo.record_many(rows).inserted == 50
+    assert repo.record_many(rows).duplicates == 50
+    assert metricstore.get_retention_days(worker) == 30            # reference table
+    worker.close()
+    back = MetricRepository(db).series(sid, "cpu_percent", NOW - STEP * 60, NOW + STEP)
+    assert [p.value for p in back] == [float(i) for i in reversed(range(50))]
+    db.close()
+
+
+def test_a_distributed_schema_cannot_be_resharded_in_place(citus_url):
+    db = connect(citus_url)
+    db.connect()
+    metricstore.provision(db)
+    with pytest.raises(ConfigurationError, match="distributed schema"):
+        metricstore.distribute(db)
+    db.close()
