@@ -44,7 +44,14 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _free_port():
+    """A port of our range that no cluster is configured on (a stopped cluster
+    frees its port but keeps it) and nothing listens on."""
+    taken = {int(line.split()[2]) for line in subprocess.run(
+        ["pg_lsclusters", "-h"], capture_output=True, text=True).stdout.splitlines()
+        if len(line.split()) > 2 and line.split()[2].isdigit()}
     for port in PORTS:
+        if port in taken:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -62,7 +69,7 @@ def cluster():
             pytest.fail(problem)
         pytest.skip(problem)
     port = _free_port()
-    c = ThrowawayCluster("mst_forward_%d" % port, port).create()
+    c = ThrowawayCluster("mst_forward_%d_%d" % (port, os.getpid()), port).create()
     try:
         yield c
     finally:
