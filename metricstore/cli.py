@@ -26,7 +26,10 @@ from .partitioning import SERIES_TABLES, PartitionManager
 from .partitioning.plan import human_bytes
 from .provision import provision
 from .repository import MetricRepository
-from .settings import get_retention_days, set_retention_days
+from .rollups.rebuild import rebuild as rebuild_tiers, tier_status
+from .rollups.tiers import TIERS
+from .settings import (effective_tier_retention, get_retention_days, get_tier_retention,
+                       set_retention_days, set_tier_retention)
 from .status import status as tenant_status
 from .textplot import sparkline, table
 from .timeutil import parse_duration, parse_when, utcnow
@@ -143,9 +146,25 @@ def fleet_view(repo, fleet, now):
         if values:
             out.append("  %-19s %s  avg %.1f/s" % (metric, sparkline(values),
                                                    sum(values) / len(values)))
+    out.append(month_view(repo, sid, name, now))
     silent = repo.silent_servers(now - timedelta(minutes=30))
     if silent:
         out.append("\nSilent for 30 min: %s" % ", ".join(s.name for s in silent))
+    return "\n".join(out)
+
+
+def month_view(repo, sid, name, now):
+    """30 days of CPU in daily buckets and the fleet's 30-day p95 ranking,
+    served from the rollup tiers (the resolution is printed)."""
+    month = now - timedelta(days=30)
+    days = repo.buckets(sid, "cpu_percent", month, now, timedelta(days=1),
+                        stats=("avg", "p95"), fill=True)
+    top = repo.top("cpu_percent", month, now, n=3, stat="p95")
+    out = ["\n%s CPU, last 30 days (1-day buckets; served from %s)" % (name, days.resolution),
+           "  %s" % sparkline([b.avg for b in days]),
+           "Top servers by CPU p95, last 30 days (served from %s, within %.0f %%): %s" % (
+               top.resolution, 100 * top.error,
+               ", ".join("%s %.1f" % (r.server_name, r.value) for r in top))]
     return "\n".join(out)
 
 
@@ -239,7 +258,8 @@ def status(url, max_age):
     click.echo("engine: %s  database: %s" % (s.engine, db.database))
     click.echo("schema: %s%s" % (", ".join(s.applied) or "not provisioned",
                                  "  (pending: %s)" % ", ".join(s.pending) if s.pending else ""))
-    click.echo("retention: %d days" % s.retention_days)
+    click.echo("retention: %d days (raw)%s" % (s.retention_days, "".join(
+        ", %s tier %d days" % (k, v) for k, v in s.tier_retention.items())))
     for name, (count, exact) in s.rows.items():
         first, last = s.span[name]
         click.echo("%s: %s%d rows, %s .. %s" % (name, "" if exact else "~", count,
@@ -249,6 +269,10 @@ def status(url, max_age):
         "never" if run is None else "%s (created %d, dropped %d, deleted %d rows)%s" % (
             _when(run.started_at), run.created, run.dropped, run.deleted,
             " FAILED: " + run.error if run.error else "")))
+    for t in s.tiers:
+        click.echo("%s: %s%d buckets, %s .. %s, lag %s" % (
+            t.table, "" if t.exact else "~", t.rows, _when(t.first), _when(t.last),
+            "-" if t.lag is None else "%.0f s" % t.lag.total_seconds()))
     for name, rows in s.default_rows.items():
         click.echo("%s default partition: %d rows" % (name, rows))
     for problem in s.problems:
@@ -272,16 +296,33 @@ def settings():
     """
 
 
+SETTING_NAMES = ["retention-days"] + ["retention-%s-days" % t.name for t in TIERS]
+
+
 @settings.command("get")
-@click.argument("name", type=click.Choice(["retention-days"]))
+@click.argument("name", type=click.Choice(SETTING_NAMES), required=False)
 @url_option
 def settings_get(name, url):
-    """Print a setting (read-only). Example: metricstore settings get retention-days"""
-    click.echo(get_retention_days(open_db(url)))
+    """Print a setting, or all of them (read-only).
+
+    Example: metricstore settings get retention-1h-days
+    """
+    db = open_db(url)
+    values = {"retention-days": get_retention_days(db)}
+    values.update(("retention-%s-days" % k, v) for k, v in get_tier_retention(db).items())
+    if name:
+        click.echo(values[name])
+        return
+    effective = effective_tier_retention(db)
+    for key, value in values.items():
+        tier = key[len("retention-"):-len("-days")]
+        kept = effective.get(tier, value)
+        click.echo("%s = %d%s" % (key, value, "" if kept == value else
+                                  " (kept %d: a tier outlives the finer level)" % kept))
 
 
 @settings.command("set")
-@click.argument("name", type=click.Choice(["retention-days"]))
+@click.argument("name", type=click.Choice(SETTING_NAMES))
 @click.argument("value", type=int)
 @url_option
 def settings_set(name, value, url):
@@ -290,8 +331,58 @@ def settings_set(name, value, url):
     Example: metricstore settings set retention-days 7
     """
     db = open_db(url)
-    set_retention_days(db, value)
-    click.echo("retention-days = %d (applies at the next `metricstore maintain`)" % value)
+    if name == "retention-days":
+        set_retention_days(db, value)
+    else:
+        set_tier_retention(db, name[len("retention-"):-len("-days")], value)
+    click.echo("%s = %d (applies at the next `metricstore maintain`)" % (name, value))
+
+
+@cli.group()
+def rollups():
+    """Rollup tiers (5 min, 1 h, 1 d): coverage, lag, rebuild.
+
+    \b
+    Example:
+      metricstore rollups status
+      metricstore rollups rebuild --start -7d --end now
+    """
+
+
+@rollups.command("status")
+@url_option
+def rollups_status(url):
+    """Each tier's rows, covered buckets, retention and lag behind raw (read-only).
+
+    Example: metricstore rollups status
+    """
+    db = open_db(url)
+    rows = []
+    for t in tier_status(db):
+        rows.append((t.name, t.table, ("" if t.exact else "~") + str(t.rows), _when(t.first),
+                     _when(t.last), "%d d" % t.retention_days,
+                     "-" if t.lag is None else "%.0f s" % t.lag.total_seconds()))
+    click.echo(table(["tier", "table", "rows", "from", "to", "retention", "lag"], rows))
+    click.echo("tiers are updated in the write transaction: a read right after a write "
+               "sees it")
+
+
+@rollups.command("rebuild")
+@url_option
+@click.option("--start", required=True, help="ISO-8601 with offset, or relative (-7d).")
+@click.option("--end", default="now", show_default=True)
+def rollups_rebuild(url, start, end):
+    """Recompute the tiers from raw over whole UTC days (idempotent).
+
+    Refuses days whose raw samples are past the retention.
+
+    \b
+    Example:
+      metricstore rollups rebuild --start 2026-11-01T00:00:00Z --end 2026-11-08T00:00:00Z
+    """
+    db = open_db(url)
+    n = rebuild_tiers(db, parse_when(start), parse_when(end))
+    click.echo("rebuilt %d 5-minute bucket(s) and the hours and days above them" % n)
 
 
 @cli.command()
@@ -353,8 +444,8 @@ def ingest(file, url, fmt, skip_invalid, atomic, commit_every):
                 from None
         bar.update(size)
     _report_rejected(result.rejected, lines, result.rejected_rows)
-    click.echo("inserted %d, duplicates %d, rejected %d" % (
-        result.inserted, result.duplicates, result.rejected_rows))
+    click.echo("inserted %d, duplicates %d, rejected %d, expired %d" % (
+        result.inserted, result.duplicates, result.rejected_rows, result.expired))
 
 
 def _report_rejected(errors, lines, rows):

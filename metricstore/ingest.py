@@ -17,6 +17,7 @@ from typing import NamedTuple, Optional
 from .dialects import dialect_for
 from .errors import QueryError, ValidationError
 from .partitioning import ensure_months
+from .rollups.tiers import TIER_TABLES
 from .timeutil import EPOCH, ONE_US, from_micros, month_start
 from .models import GAUGE
 from .validation import (MAX_CONNECTIONS, MetricRule, RowError, RowErrors, server_id_of,
@@ -51,11 +52,15 @@ class WriteResult:
     """Outcome of a write: rows ``inserted``, ``duplicates`` of stored rows
     (or repeated within the batch), and (only with ``on_error='skip'``) the
     bad rows: ``rejected_rows`` counts them all, ``rejected`` keeps the first
-    :data:`~metricstore.validation.MAX_ROW_ERRORS` RowErrors."""
+    :data:`~metricstore.validation.MAX_ROW_ERRORS` RowErrors. ``expired``:
+    valid rows older than the tenant's retention cutoff, not stored (the
+    next maintenance would delete them) and not an error. Every input row is
+    counted once: ``inserted + duplicates + rejected_rows + expired``."""
     inserted: int = 0
     duplicates: int = 0
     rejected: list = field(default_factory=list)
     rejected_rows: int = 0
+    expired: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,8 @@ def _chunks(iterable, size):
         position += len(chunk)
 
 
-def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_every=None):
+def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_every=None,
+          tiers=None):
     """Validate ``rows`` with ``check`` and write the good ones to ``target``.
 
     ``check(position, chunk, errors) -> (good rows, set of UTC day numbers)``,
@@ -122,6 +128,9 @@ def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_eve
     failure is safe: stored rows are skipped as duplicates). ``chunk_rows``:
     rows read and validated at a time, :data:`CHUNK_ROWS` (read at call time)
     when None. The input is read and staged outside any write lock.
+    ``tiers``: a :class:`~metricstore.rollups.update.TierUpdater` that the
+    writer feeds the staged rows and, inside each flush's transaction, what
+    the raw insert stored: the rollup tiers change with the rows or not at all.
     """
     if on_error not in ON_ERROR:
         raise QueryError("on_error must be 'raise' (all or nothing) or 'skip' (store the "
@@ -137,12 +146,13 @@ def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_eve
     size = min(chunk_rows or CHUNK_ROWS, commit_every or CHUNK_ROWS)
     errors, valid, inserted, committed = RowErrors(), 0, 0, 0
     days, pending = set(), 0
-    with dialect_for(db).writer(db, target) as writer:
+    tables = (target.table,) + (TIER_TABLES if tiers is not None else ())
+    with dialect_for(db).writer(db, target, tiers) as writer:
         def flush():
             # Only the months that hold rows get a partition, however far apart.
             months = sorted({month_start(from_micros(d * DAY_US)) for d in days})
             days.clear()
-            return writer.flush(lambda: ensure_months(db, target.table, months))
+            return writer.flush(lambda: [ensure_months(db, t, months) for t in tables])
 
         for position, chunk in _chunks(rows, size):
             good, chunk_days = check(position, chunk, errors)
@@ -159,7 +169,7 @@ def write(db, target, rows, check, on_error="raise", chunk_rows=None, commit_eve
             raise ValidationError(errors.kept, committed=committed, rows=errors.rows,
                                   total=errors.total)
         inserted += flush()
-    return WriteResult(inserted, valid - inserted, errors.kept, errors.rows)
+    return WriteResult(inserted, valid - inserted, errors.kept, errors.rows, errors.expired)
 
 
 def metric_checker(rules, server_ids, bounds):
@@ -203,6 +213,8 @@ def metric_checker(rules, server_ids, bounds):
             fixed, problems = check_metric_row(pos, row, rules, server_ids, bounds)
             if problems:
                 errors.add(problems)
+            elif fixed is None:
+                errors.expired += 1
             else:
                 append(fixed)
                 days.add(fixed[3] // day_us)
@@ -211,7 +223,8 @@ def metric_checker(rules, server_ids, bounds):
 
 
 def check_metric_row(pos, row, rules, server_ids, bounds):
-    """``(normalised row, [])`` if ``row`` is acceptable, else ``(None, [RowError...])``."""
+    """``(normalised row, [])`` if ``row`` is acceptable, ``(None, [])`` if it
+    is valid but older than the retention cutoff, else ``(None, [RowError...])``."""
     try:
         sid, name, value, ts = row
     except (TypeError, ValueError):
@@ -233,7 +246,10 @@ def check_metric_row(pos, row, rules, server_ids, bounds):
         out.append(RowError(pos, "collected_at", problem, row))
     if out:
         return None, out
-    return (server_id, rule.id, float(value), (ts - EPOCH) // ONE_US), []
+    micros = (ts - EPOCH) // ONE_US
+    if bounds.expired(micros):
+        return None, []
+    return (server_id, rule.id, float(value), micros), []
 
 
 def snapshot_checker(server_ids, bounds):
@@ -280,6 +296,9 @@ def snapshot_checker(server_ids, bounds):
                 errors.add(found)
                 continue
             us = (ts - EPOCH) // ONE_US
+            if bounds.expired(us):
+                errors.expired += 1
+                continue
             good.append((server_id, None if cpu is None else float(cpu),
                          None if mem is None else float(mem),
                          None if conns is None else int(conns), status, us))

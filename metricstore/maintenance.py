@@ -9,6 +9,7 @@ from .guard import guarded
 from .models import MaintenanceRun
 from .partitioning import PartitionManager, Result, forget_months
 from .retention import delete_expired
+from .rollups.rebuild import expire as expire_tiers
 from .timeutil import utcnow
 
 
@@ -18,7 +19,9 @@ def maintain(db, dry_run=False, now=None, strategy=None):
 
     ``now`` (aware, default the current UTC time) drives the plan. After a
     run no row collected before ``now - retention_days`` remains in
-    ``metrics`` or ``server_snapshots``. A dry run reads only. A real run
+    ``metrics`` or ``server_snapshots``, and each rollup tier keeps only
+    buckets from ``now`` minus its own retention (raw expiry never changes a
+    tier). A dry run reads only. A real run
     is recorded in ``maintenance_runs``, failures included. Safe to run from
     several processes at once.
     """
@@ -39,6 +42,7 @@ def maintain(db, dry_run=False, now=None, strategy=None):
         result.created, result.moved, result.dropped = manager.apply(plan, result.errors)
         forget_months(db)                  # dropped months are gone now
         result.deleted = delete_expired(db, plan.cutoff)
+        result.tier_deleted = expire_tiers(db, now=plan.now)
         result.default_rows_after = {t: manager.default_rows(t) for t in manager.tables} \
             if dialect.partitioned else {}
     except Exception as exc:
@@ -59,6 +63,7 @@ def _finish(db, dialect, result, error=None):
                          "dropped": result.dropped,
                          "conflicts": [str(c) for c in result.plan.conflicts],
                          "deleted": result.deleted,
+                         "tier_deleted": result.tier_deleted,
                          "default_rows_after": result.default_rows_after})
     with dialect.write_transaction(db):
         (MaintenanceRun.update(finished_at=utcnow(), created=len(result.created),

@@ -82,6 +82,9 @@ class TenantSettings(BaseModel):
     """The tenant's settings: a single row (id = 1)."""
     id = pw.IntegerField(primary_key=True, default=1)
     retention_days = pw.IntegerField(default=RETENTION_DAYS_DEFAULT)
+    retention_5m_days = pw.IntegerField(default=180)      # rollup tiers (migration 003)
+    retention_1h_days = pw.IntegerField(default=730)
+    retention_1d_days = pw.IntegerField(default=3650)
     updated_at = UTCTimestampField(default=utcnow)
 
     class Meta:

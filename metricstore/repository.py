@@ -6,6 +6,7 @@ datetimes in ascending time. The same calls behave the same on SQLite and
 PostgreSQL; only the dialect's SQL differs.
 """
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import repeat
@@ -19,7 +20,10 @@ from .guard import guarded
 from .ingest import (METRICS, SNAPSHOTS, Sample, SnapshotSample, metric_checker,
                      snapshot_checker, write)
 from .models import COUNTER, MetricType, Server
-from .timeutil import EPOCH, check_range, to_timedelta, to_utc, utcnow
+from .rollups import read as R
+from .rollups.planner import plan as plan_segments, usable
+from .rollups.update import TierUpdater
+from .timeutil import EPOCH, check_range, to_micros, to_timedelta, to_utc, utcnow
 from .settings import get_retention_days
 from .validation import DEFAULT_MAX_SKEW, MetricRule, TimeBounds, server_id_of, unknown_metric
 
@@ -27,6 +31,8 @@ DEFAULT_STATS = ("avg", "min", "max", "count")
 DEFAULT_MAX_GAP = timedelta(minutes=5)
 DEFAULT_STALE_AFTER = timedelta(minutes=2)
 SERIES_PAGE_ROWS = 20_000
+RESOLUTIONS = ("auto", "raw")
+SETTINGS_TTL_S = 10.0
 # Results whose size the arguments alone decide are capped per call:
 # buckets(fill=True) returns one Bucket per width in the range, data or not.
 MAX_BUCKETS = 100_000
@@ -47,6 +53,8 @@ class Bucket:
     start: object
     end: object
     stats: dict
+    resolution: str = "raw"       # what served it: 'raw', '1h', '1h+5m+raw', ...
+    error: float = 0.0            # relative error bound of its percentiles (0: exact)
 
     def __getattr__(self, name):
         try:
@@ -233,7 +241,11 @@ class MetricRepository:
                                    self._time_bounds())
         else:
             check = snapshot_checker(self._server_ids(), self._time_bounds())
-        return write(self.db, target, rows, check, on_error, commit_every=commit_every)
+        tiers = None
+        if target is METRICS:                # the rollup tiers change with the rows
+            tiers = TierUpdater(self.db, self._counters())
+        return write(self.db, target, rows, check, on_error, commit_every=commit_every,
+                     tiers=tiers)
 
     # A connection lost mid-write: with one transaction nothing was committed;
     # with commit_every earlier steps may have been (ConnectionLostError.written).
@@ -293,7 +305,8 @@ class MetricRepository:
         return map(tuple.__new__, repeat(Point), zip(self.dialect.time_results(times), values))
 
     @guarded(read_only=True)
-    def buckets(self, server_id, metric, start, end, every, stats=DEFAULT_STATS, fill=False):
+    def buckets(self, server_id, metric, start, end, every, stats=DEFAULT_STATS, fill=False,
+                resolution="auto"):
         """Statistics per UTC-aligned bucket of width ``every`` (a timedelta).
 
         Buckets start at multiples of ``every`` since 1970-01-01T00:00Z; each
@@ -303,10 +316,16 @@ class MetricRepository:
         ``fill=True``, then present with every stat None; a filled call
         returns at most :data:`MAX_BUCKETS` (100,000) buckets and refuses a
         range and width that would make more (QueryError). Read-only.
+
+        With ``resolution='auto'`` the coarsest rollup tier whose width
+        divides ``every`` serves the aligned part of the range (finer tiers
+        and raw samples the edges); ``'raw'`` forces raw samples. Each bucket
+        (and the returned list) carries ``resolution`` and the percentile
+        ``error`` bound (0.01 relative when a tier's sketch answered).
         """
         stats = self._check_stats(stats)
         every = _interval(every, "every")
-        _, start, end, params = self._series_params(server_id, metric, start, end)
+        rule, start, end, params = self._series_params(server_id, metric, start, end)
         if fill and start < end:
             first = EPOCH + (start - EPOCH) // every * every
             wanted = -(-(end - first) // every)
@@ -315,55 +334,89 @@ class MetricRepository:
                     "buckets(fill=True) would return %d buckets of %s; the limit is %d per "
                     "call: use a wider every, a shorter range, or fill=False (only buckets "
                     "holding data)" % (wanted, every, MAX_BUCKETS))
-        params["every"] = self.dialect.interval_param(every)
-        d = self.dialect
-        source = Q.BUCKET_SOURCE.format(bucket=d.bucket("collected_at"))
-        sql = d.sql("%s ORDER BY g" % d.grouped_stats(source, stats))
+        every_us = every // timedelta(microseconds=1)
+        segments = self._segments(start, end, resolution, every_us)
         found = {}
-        for row in self.db.execute_sql(sql, params):
-            begin = d.time_result(row[0])
-            found[begin] = Bucket(begin, begin + every, dict(zip(stats, _numbers(row[1:]))))
+        out = R.Served()
+        if segments:
+            name, error = R.resolution(segments), R.percentile_error(stats, segments)
+            out.resolution, out.error = name, error
+            for g, values in R.buckets(self.db, params["sid"], rule.id, None, None, every_us,
+                                       segments, self._counters(), stats):
+                begin = EPOCH + timedelta(microseconds=g)
+                found[begin] = Bucket(begin, begin + every, values, name, error)
+        else:
+            params["every"] = self.dialect.interval_param(every)
+            d = self.dialect
+            source = Q.BUCKET_SOURCE.format(bucket=d.bucket("collected_at"))
+            sql = d.sql("%s ORDER BY g" % d.grouped_stats(source, stats))
+            for row in self.db.execute_sql(sql, params):
+                begin = d.time_result(row[0])
+                found[begin] = Bucket(begin, begin + every, dict(zip(stats, _numbers(row[1:]))))
         if not fill:
-            return list(found.values())
+            out.extend(found.values())
+            return out
         if start == end:                 # an empty range meets no bucket
-            return []
+            return out
         begin = EPOCH + (start - EPOCH) // every * every
-        out = []
         while begin < end:
             out.append(found.get(begin) or Bucket(begin, begin + every,
-                                                  dict.fromkeys(stats)))
+                                                  dict.fromkeys(stats), out.resolution,
+                                                  out.error))
             begin += every
         return out
 
     @guarded(read_only=True)
-    def summary(self, server_id, metric, start, end, stats=DEFAULT_STATS):
+    def summary(self, server_id, metric, start, end, stats=DEFAULT_STATS, resolution="auto"):
         """``{stat: value}`` over all points of ``[start, end)`` (values None
-        when there are none). Read-only."""
+        when there are none): a dict with ``resolution`` and ``error`` (see
+        :meth:`buckets`). Read-only."""
         stats = self._check_stats(stats)
-        params = self._series_params(server_id, metric, start, end)[3]
+        rule, start, end, params = self._series_params(server_id, metric, start, end)
+        segments = self._segments(start, end, resolution)
+        if segments:
+            out = R.Summary(R.summary(self.db, params["sid"], rule.id, segments,
+                                      self._counters(), stats))
+            out.resolution = R.resolution(segments)
+            out.error = R.percentile_error(stats, segments)
+            return out
         sql = self.dialect.sql(self.dialect.grouped_stats(Q.RANGE_SOURCE, stats))
         row = self.db.execute_sql(sql, params).fetchone()
-        return dict(zip(stats, _numbers(row[1:]) if row else [None] * len(stats)))
+        return R.Summary(zip(stats, _numbers(row[1:]) if row else [None] * len(stats)))
 
     @guarded(read_only=True)
-    def rate(self, server_id, metric, start, end, every, max_gap=DEFAULT_MAX_GAP):
+    def rate(self, server_id, metric, start, end, every, max_gap=DEFAULT_MAX_GAP,
+             resolution="auto"):
         """Per-second rate of a counter per UTC-aligned bucket of width ``every``.
 
         Rate = sum of deltas / sum of elapsed seconds over consecutive sample
         pairs in ``[start, end)``; a drop is a counter reset (the delta is the
         new value); pairs further apart than ``max_gap`` are left out.
-        Raises QueryError for a gauge. Read-only.
+        Raises QueryError for a gauge. Read-only. A tier serves it when its
+        stored pairs match ``max_gap`` (see :meth:`buckets` for
+        ``resolution``); the answer equals the raw one.
         """
         every = _interval(every, "every")
         max_gap = _interval(max_gap, "max_gap")
-        rule, _, _, params = self._series_params(server_id, metric, start, end)
+        rule, start, end, params = self._series_params(server_id, metric, start, end)
         if rule.kind != COUNTER:
             raise QueryError("rate() needs a counter; %s is a %s: use buckets() for its "
                              "level" % (rule.name, rule.kind))
+        one = timedelta(microseconds=1)
+        segments = self._segments(start, end, resolution, every // one, max_gap // one)
+        out = R.Served()
+        if segments:
+            out.resolution = R.resolution(segments)
+            for g, delta, seconds, pairs in R.rates(self.db, params["sid"], rule.id,
+                                                    every // one, max_gap // one, segments,
+                                                    self._counters()):
+                begin = EPOCH + timedelta(microseconds=g)
+                out.append(Rate(begin, begin + every, delta / seconds if seconds else None,
+                                float(delta), float(seconds), pairs))
+            return out
         d = self.dialect
         params.update(every=d.interval_param(every), gap=d.interval_param(max_gap))
         sql = d.sql(Q.RATE, bucket=d.bucket("t"), seconds=d.seconds("t", "pt"))
-        out = []
         for g, delta, seconds, pairs in self.db.execute_sql(sql, params):
             begin = d.time_result(g)
             out.append(Rate(begin, begin + every, delta / seconds if seconds else None,
@@ -414,10 +467,11 @@ class MetricRepository:
         return [Snapshot(sid, self.dialect.time_result(r[0]), *r[1:]) for r in rows]
 
     @guarded(read_only=True)
-    def top(self, metric, start, end, n=10, stat="avg", ascending=False):
+    def top(self, metric, start, end, n=10, stat="avg", ascending=False, resolution="auto"):
         """The ``n`` servers ranked by ``stat`` (avg, min, max, last, p50..p99)
         of ``metric`` over ``[start, end)``; highest first unless
-        ``ascending``; ties broken by server id. Read-only."""
+        ``ascending``; ties broken by server id. A list with ``resolution``
+        and ``error`` (see :meth:`buckets`). Read-only."""
         (stat,) = self._check_stats((stat,))
         if stat in ("count", "sum"):
             raise QueryError("top() ranks by avg, min, max, last or a percentile, not %r"
@@ -426,13 +480,22 @@ class MetricRepository:
             raise QueryError("n must be a whole number from 1 to %d, got %r" % (MAX_TOP, n))
         start, end = check_range(start, end)
         rule = self._rule(metric)
+        names = dict(self.db.execute_sql("SELECT id, name FROM servers"))
+        segments = self._segments(start, end, resolution)
+        if segments:
+            values = R.top(self.db, sorted(names), rule.id, segments, self._counters(), stat)
+            sign = 1 if ascending else -1
+            ranked = sorted(values.items(), key=lambda kv: (sign * kv[1], kv[0]))[:n]
+            out = R.Served(Ranked(sid, names.get(sid), float(v)) for sid, v in ranked)
+            out.resolution = R.resolution(segments)
+            out.error = R.percentile_error((stat,), segments)
+            return out
         d = self.dialect
         sql = d.top(stat, "ASC" if ascending else "DESC")
         params = {"mid": rule.id, "start": d.time_param(start), "end": d.time_param(end),
                   "n": n}
-        names = dict(self.db.execute_sql("SELECT id, name FROM servers"))
-        return [Ranked(sid, names.get(sid), float(v))
-                for sid, v in self.db.execute_sql(sql, params)]
+        return R.Served(Ranked(sid, names.get(sid), float(v))
+                        for sid, v in self.db.execute_sql(sql, params))
 
     @guarded(read_only=True)
     def gaps(self, server_id, metric, start, end, expected_every, tolerance=1.5):
@@ -465,6 +528,32 @@ class MetricRepository:
         sql = self.dialect.sql(self.dialect.silent)
         return [ServerRef(*r) for r in self.db.execute_sql(
             sql, {"since": self.dialect.time_param(since)})]
+
+    def _segments(self, start, end, resolution, every_us=None, max_gap_us=None):
+        """The tier plan for ``[start, end)``, or None when raw serves it all."""
+        if resolution not in RESOLUTIONS:
+            raise QueryError("resolution must be 'auto' (tiers where they fit) or 'raw', "
+                             "got %r" % (resolution,))
+        if resolution == "raw" or start == end:
+            return None
+        sources = usable(self._sources(), every_us)
+        if max_gap_us is not None:
+            sources = R.rate_sources(sources, max_gap_us)
+        segments = plan_segments(to_micros(start), to_micros(end), sources)
+        return segments if R.uses_tier(segments) else None
+
+    def _sources(self):
+        """The tier plan's sources at ``clock()``; the retention settings are
+        re-read at most every SETTINGS_TTL_S (a horizon that lags by seconds
+        changes no answer: tiers and raw expire only in maintenance)."""
+        now = to_utc(self.clock(), "clock()")
+        cached = self.__dict__.get("_retention")
+        if cached is None or time.monotonic() - cached[0] > SETTINGS_TTL_S:
+            cached = self._retention = (time.monotonic(), R.retention(self.db))
+        return R.sources_at(now, *cached[1])
+
+    def _counters(self):
+        return {r.id for r in self.metric_rules().values() if r.kind == COUNTER}
 
     @staticmethod
     def _check_stats(stats):

@@ -3,6 +3,8 @@
 from .errors import ConfigurationError, SchemaError
 from .guard import guarded
 from .models import RETENTION_DAYS_DEFAULT, RETENTION_DAYS_RANGE, TenantSettings
+from .rollups.schema import MAX_TIER_DAYS
+from .rollups.tiers import BY_NAME, TIERS
 from .timeutil import utcnow
 
 
@@ -51,4 +53,40 @@ def set_retention_days(db, days):
     """Set the retention in days (1..3660); takes effect at the next maintenance."""
     check_retention_days(days)
     (TenantSettings.update(retention_days=days, updated_at=utcnow())
+     .where(TenantSettings.id == 1).execute(db))
+
+
+def get_tier_retention(db):
+    """``{tier name: days}`` of the rollup tiers' retention (read-only)."""
+    row = get_settings(db)
+    return {t.name: getattr(row, t.setting) for t in TIERS}
+
+
+def effective_retention(db):
+    """``(raw days, {tier name: days kept})`` from one read of the settings."""
+    row = get_settings(db)
+    out, previous = {}, row.retention_days
+    for t in TIERS:
+        previous = out[t.name] = max(getattr(row, t.setting), previous + 1)
+    return row.retention_days, out
+
+
+def effective_tier_retention(db):
+    """``{tier name: days}`` each tier is actually kept: its setting, raised
+    to one day more than the finer level's when that is longer, so a write
+    always finds the finer rows of the bucket it touches (read-only)."""
+    return effective_retention(db)[1]
+
+
+def set_tier_retention(db, tier, days):
+    """Set tier ``tier``'s ('5m', '1h', '1d') retention in days; applies at the
+    next maintenance. A tier is kept at least one day longer than the finer
+    level whatever its setting (see :func:`effective_tier_retention`)."""
+    if tier not in BY_NAME:
+        raise ConfigurationError("unknown rollup tier %r; tiers are %s"
+                                 % (tier, ", ".join(BY_NAME)))
+    if isinstance(days, bool) or not isinstance(days, int) or not 2 <= days <= MAX_TIER_DAYS:
+        raise ConfigurationError("retention-%s-days must be a whole number from 2 to %d, "
+                                 "got %r" % (tier, MAX_TIER_DAYS, days))
+    (TenantSettings.update(**{BY_NAME[tier].setting: days, "updated_at": utcnow()})
      .where(TenantSettings.id == 1).execute(db))

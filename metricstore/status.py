@@ -6,9 +6,10 @@ from datetime import timedelta
 from .dialects import dialect_for
 from .guard import guarded
 from .maintenance import last_run
-from .partitioning import SERIES_TABLES, PartitionManager
+from .partitioning import RAW_TABLES, SERIES_TABLES, PartitionManager
 from .schema import applied, pending
-from .settings import get_retention_days
+from .rollups.rebuild import tier_status
+from .settings import effective_tier_retention, get_retention_days
 from .timeutil import to_utc, utcnow
 
 DEFAULT_MAX_MAINTENANCE_AGE = timedelta(days=2)
@@ -25,6 +26,8 @@ class Status:
     default_rows: dict = field(default_factory=dict)
     conflicts: list = field(default_factory=list)     # partitioning.Conflict
     last_run: object = None
+    tier_retention: dict = field(default_factory=dict)   # tier name -> days kept
+    tiers: list = field(default_factory=list)            # rollups.rebuild.TierStatus
     problems: list = field(default_factory=list)
 
     @property
@@ -40,10 +43,12 @@ def status(db, now=None, max_maintenance_age=DEFAULT_MAX_MAINTENANCE_AGE):
     now = to_utc(now or utcnow(), "now")
     dialect = dialect_for(db)
     result = Status(dialect.name, applied(db), pending(db), get_retention_days(db))
-    for table in SERIES_TABLES:
+    for table in RAW_TABLES:
         result.rows[table] = dialect.row_count(db, table)
         first, last = db.execute_sql(dialect.time_span.format(table=table)).fetchone()
         result.span[table] = (dialect.time_result(first), dialect.time_result(last))
+    result.tier_retention = effective_tier_retention(db)
+    result.tiers = tier_status(db, now=now)
     manager = PartitionManager(db)
     if dialect.partitioned:
         result.default_rows = {t: manager.default_rows(t) for t in SERIES_TABLES}

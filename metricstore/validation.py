@@ -44,11 +44,12 @@ class RowError:
 class RowErrors:
     """The row errors of one write, in bounded memory: the first ``limit``
     RowErrors are kept (``kept``), every one is counted (``total``), and so
-    is every bad row (``rows``; a row may have several problems)."""
-    __slots__ = ("kept", "total", "rows", "limit")
+    is every bad row (``rows``; a row may have several problems). Valid rows
+    older than the retention cutoff are counted in ``expired`` (not errors)."""
+    __slots__ = ("kept", "total", "rows", "expired", "limit")
 
     def __init__(self, limit=MAX_ROW_ERRORS):
-        self.kept, self.total, self.rows, self.limit = [], 0, 0, limit
+        self.kept, self.total, self.rows, self.expired, self.limit = [], 0, 0, 0, limit
 
     def add(self, problems):
         """Record the RowErrors of one bad row."""
@@ -98,10 +99,14 @@ def _shown(value):
     return text if len(text) <= 40 else "%s...(%d digits)" % (text[:12], len(text))
 
 
+FINEST_BUCKET_US = 300_000_000
+
+
 @dataclass(frozen=True)
 class TimeBounds:
-    """The collected_at values a write accepts, in epoch microseconds:
-    ``[low, high]``; ``low`` is the retention cutoff when one is given."""
+    """The collected_at values a write stores, in epoch microseconds:
+    ``[low, high]``; ``low`` is the retention cutoff when one is given. A
+    valid row before ``low`` (but not before 2000) is expired, not an error."""
     low: int
     high: int
     retention_days: int = None
@@ -110,12 +115,21 @@ class TimeBounds:
     def at(cls, now, max_skew, retention_days=None):
         low = MIN_MICROS
         if retention_days:
-            low = max(low, to_micros(now - timedelta(days=retention_days)))
+            # Rounded up to the finest rollup bucket (5 min): a write never
+            # touches a bucket whose older raw rows retention may have deleted.
+            cutoff = to_micros(now - timedelta(days=retention_days))
+            low = max(low, -(-cutoff // FINEST_BUCKET_US) * FINEST_BUCKET_US)
         return cls(low, to_micros(now + max_skew), retention_days)
+
+    def expired(self, micros):
+        """Whether a time (epoch us) lies before the retention cutoff."""
+        return micros < self.low
 
 
 def time_problem(value, bounds):
-    """Why ``value`` is not an acceptable collected_at (None if it is fine)."""
+    """Why ``value`` is not an acceptable collected_at (None if it is fine;
+    being older than the retention cutoff is not a problem: see
+    :meth:`TimeBounds.expired`)."""
     if not isinstance(value, datetime):
         return "must be an aware datetime, got %r" % (value,)
     if value.tzinfo is None or value.utcoffset() is None:
@@ -125,10 +139,6 @@ def time_problem(value, bounds):
     if micros < MIN_MICROS:
         return "%s is before %s; check the collector's clock" % (
             value.isoformat(), MIN_TIME.date())
-    if micros < bounds.low:
-        return ("%s is older than the tenant's retention (%d days): maintenance would delete "
-                "it; raise retention-days to keep older data" % (
-                    value.isoformat(), bounds.retention_days))
     if micros > bounds.high:
         return ("%s is in the future by more than the allowed skew; check the collector's "
                 "clock or raise max_skew" % value.isoformat())

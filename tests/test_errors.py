@@ -268,7 +268,8 @@ def test_a_read_only_server_is_a_read_only_error(db):
 
 @pytest.fixture
 def small_disk_cluster():
-    """A throwaway cluster whose database lives on a 3 MB tablespace."""
+    """A throwaway cluster whose database lives on a 4 MB tablespace (room for
+    a provisioned tenant: raw tables and the rollup tiers' partitions)."""
     problem = unavailable()
     if problem:
         pytest.skip(problem)
@@ -276,7 +277,7 @@ def small_disk_cluster():
     import tempfile
     folder = pathlib.Path(tempfile.mkdtemp(prefix="mst_tiny_"))
     os.chmod(folder, 0o755)                  # the postgres user must reach the mount
-    tiny_fs = _tiny_fs(folder / "fs", "size=3m,uid=postgres,gid=postgres,mode=0700")
+    tiny_fs = _tiny_fs(folder / "fs", "size=4m,uid=postgres,gid=postgres,mode=0700")
     cluster = ThrowawayCluster("mst_diskfull", 55433).create()
     try:
         conn = psycopg2.connect(cluster.dsn)

@@ -81,7 +81,7 @@ def at(seconds):
 @pytest.fixture
 def repo(db):
     # The fixed dates of these tests (2025) must be inside the retention window:
-    # writes older than the cutoff are refused (see test_ingest's retention test).
+    # rows older than the cutoff are not stored (counted as expired).
     metricstore.set_retention_days(db, 3660)
     return MetricRepository(db)
 
@@ -717,15 +717,16 @@ def test_every_row_is_either_written_or_rejected(db, repo):
     assert {e.position for e in result.rejected} == {0, 2}
 
 
-def test_rows_older_than_the_retention_are_refused_naming_the_setting(db):
+def test_rows_older_than_the_retention_are_counted_as_expired_not_stored(db):
+    """Issue 10 item 5; tests/test_ingest_retention.py has the full rules."""
     now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
     repo = MetricRepository(db, clock=lambda: now)
     sid = repo.add_server("a")
     metricstore.set_retention_days(db, 7)
-    with pytest.raises(metricstore.ValidationError) as caught:
-        repo.record_many([(sid, "cpu_percent", 1.0, now - timedelta(days=8))])
-    assert "retention (7 days)" in str(caught.value) and "retention-days" in str(caught.value)
-    assert repo.record_many([(sid, "cpu_percent", 1.0, now - timedelta(days=6))]).inserted == 1
+    result = repo.record_many([(sid, "cpu_percent", 1.0, now - timedelta(days=8)),
+                               (sid, "cpu_percent", 1.0, now - timedelta(days=6))])
+    assert (result.inserted, result.expired, result.rejected_rows) == (1, 1, 0)
+    assert count(db) == 1
 
 
 @pytest.mark.postgres

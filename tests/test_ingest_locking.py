@@ -289,7 +289,7 @@ def test_collector_beside_a_slow_cli_ingest_and_maintenance_never_stalls(db, ten
     assert maintenance["deleted"] == {"metrics": expired, "server_snapshots": 0}
     assert worst < 1.0, report
     assert len(batches) >= fed_seconds * 5             # it really wrote every ~100 ms
-    assert out.strip() == "inserted %d, duplicates 0, rejected 0" % LOCK_ROWS
+    assert out.strip() == "inserted %d, duplicates 0, rejected 0, expired 0" % LOCK_ROWS
     assert count(db) == LOCK_ROWS + len(batches) * 3
 
 

@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 UTC = timezone.utc
 SERIES = ("metrics", "server_snapshots")
+from metricstore.partitioning import SERIES_TABLES  # noqa: E402  (raw and rollup tiers)
 NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)           # provision makes March..June
 MISSING = [datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC),
            datetime(2026, 8, 1, tzinfo=UTC)]

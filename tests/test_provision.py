@@ -10,6 +10,7 @@ import pytest
 
 import metricstore
 from metricstore import ConfigurationError, provision, schema
+from metricstore.partitioning import SERIES_TABLES
 from metricstore.settings import get_retention_days, set_retention_days
 
 UTC = timezone.utc
@@ -40,8 +41,9 @@ def partition_count(db, backend):
     if backend != "postgresql":
         return 0
     return db.execute_sql(
-        "SELECT count(*) FROM pg_inherits WHERE inhparent IN "
-        "('metrics'::regclass, 'server_snapshots'::regclass)").fetchone()[0]
+        "SELECT count(*) FROM pg_inherits WHERE inhparent IN (%s)"
+        % ", ".join("'%s'::regclass" % t for t in SERIES_TABLES)).fetchone()[0]
+
 
 
 # -- migrations -------------------------------------------------------------------
@@ -180,13 +182,13 @@ def test_provision_creates_default_and_monthly_partitions(raw_db):
     now = datetime.now(UTC)
     report = provision(raw_db)
     expected = set()
-    for table in ("metrics", "server_snapshots"):
+    for table in SERIES_TABLES:                 # raw tables and the rollup tiers
         expected.add(table + "_default")
         for i in range(4):
             years, month0 = divmod(now.month - 1 + i, 12)
             expected.add("%s_p%04d_%02d" % (table, now.year + years, month0 + 1))
     assert sorted(report.partitions_created) == sorted(expected)
-    assert partition_count(raw_db, "postgresql") == 10
+    assert partition_count(raw_db, "postgresql") == 5 * len(SERIES_TABLES)
 
 
 @pytest.mark.postgres
@@ -248,4 +250,5 @@ def test_concurrent_provisioning_of_a_fresh_tenant(tenant_url, backend):
         assert count(db, "metric_types") == 9
         assert retention_rows(db) == [(1, 30)]
         assert len(created) == partition_count(db, backend)
-        assert partition_count(db, backend) == (10 if backend == "postgresql" else 0)
+        assert partition_count(db, backend) == (5 * len(SERIES_TABLES)
+                                                if backend == "postgresql" else 0)

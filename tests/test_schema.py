@@ -54,7 +54,8 @@ EXPECTED_COLUMNS = {
     "server_snapshots": {"server_id", "cpu_percent", "memory_percent", "connection_count",
                          "status", "collected_at"},
     "servers": {"id", "name", "created_at"},
-    "tenant_settings": {"id", "retention_days", "updated_at"},
+    "tenant_settings": {"id", "retention_days", "retention_5m_days", "retention_1h_days",
+                        "retention_1d_days", "updated_at"},
 }
 
 

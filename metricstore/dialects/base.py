@@ -60,6 +60,10 @@ class Dialect:
             parts.append("CHECK (%s)" % column.check)
         return " ".join(parts)
 
+    def add_column_sql(self, table, column):
+        """Statements adding ``column`` to an existing ``table``."""
+        return ["ALTER TABLE %s ADD COLUMN %s" % (self.quote(table), self.column_sql(column))]
+
     def cols(self, names):
         return ", ".join(self.quote(n) for n in names)
 
@@ -182,6 +186,33 @@ class Dialect:
     def table_bytes(self, db, table):
         """Bytes used by ``table`` and its indexes (all partitions)."""
         raise NotImplementedError
+
+    # -- rollup tiers ----------------------------------------------------------
+    def micros_sql(self, expr):
+        """SQL for a time expression as integer epoch microseconds (UTC)."""
+        raise NotImplementedError
+
+    def time_from_micros_sql(self, expr):
+        """SQL for epoch microseconds ``expr`` as a time column value."""
+        raise NotImplementedError
+
+    ranges_source = None      # rows (s, m, lo, hi) of the :ranges parameter (lo, hi in us)
+
+    def ranges_param(self, ranges):
+        """Parameters for :attr:`ranges_source` from ``[(sid, mid, lo_us, hi_us)]``."""
+        raise NotImplementedError
+
+    def upsert_rows(self, db, table, columns, rows):
+        """Insert ``rows`` (server_id, metric_type_id, bucket us, then ``columns``)
+        into a tier table, replacing rows with the same key."""
+        raise NotImplementedError
+
+    def upsert_sql(self, table, columns, values):
+        names = ("server_id", "metric_type_id", "bucket") + tuple(columns)
+        return ("INSERT INTO %s (%s) VALUES %s ON CONFLICT (server_id, metric_type_id, bucket) "
+                "DO UPDATE SET %s" % (self.quote(table), self.cols(names), values,
+                                      ", ".join("%s = excluded.%s" % (self.quote(c), self.quote(c))
+                                                for c in columns)))
 
     def partition_figures(self, db, partition):
         """``(rows or None, bytes)`` of a LivePartition, as shown to people:

@@ -60,7 +60,7 @@ class SqliteDialect(Dialect):
         "serial": "INTEGER PRIMARY KEY",
         "int": "INTEGER", "smallint": "INTEGER", "bigint": "INTEGER",
         "float": "REAL", "text": "TEXT", "bool": "INTEGER",
-        "timestamp": "INTEGER",
+        "timestamp": "INTEGER", "blob": "BLOB",
     }
 
     def table_suffix(self, table):
@@ -173,10 +173,28 @@ class SqliteDialect(Dialect):
             names).fetchone()
         return size
 
-    def writer(self, db, target):
+    def micros_sql(self, expr):
+        return expr
+
+    def time_from_micros_sql(self, expr):
+        return expr
+
+    ranges_source = ("(SELECT json_extract(value, '$[0]') AS s, json_extract(value, '$[1]') AS m, "
+                     "json_extract(value, '$[2]') AS lo, json_extract(value, '$[3]') AS hi "
+                     "FROM json_each(:ranges)) r")
+
+    def ranges_param(self, ranges):
+        return {"ranges": json.dumps(ranges)}
+
+    def upsert_rows(self, db, table, columns, rows):
+        sql = self.upsert_sql(table, columns, "(%s)" % ", ".join("?" * (len(columns) + 3)))
+        db.cursor().executemany(sql, rows)
+
+    def writer(self, db, target, tiers=None):
         """Bulk writer for ingest: rows staged in a TEMP table outside any lock,
-        then one INSERT OR IGNORE ... SELECT per commit under BEGIN IMMEDIATE."""
-        return SqliteWriter(db, self, target)
+        then one INSERT OR IGNORE ... SELECT per commit under BEGIN IMMEDIATE
+        (with ``tiers``, the rollup update in that same transaction)."""
+        return SqliteWriter(db, self, target, tiers)
 
 
 def _in_transaction(db):
@@ -199,9 +217,10 @@ class SqliteWriter:
     atomic batch is flushed once, at the end.
     """
 
-    def __init__(self, db, dialect, target):
+    def __init__(self, db, dialect, target, tiers=None):
         q = dialect.quote
         names = dialect.cols(target.columns + ("collected_at",))
+        self.tiers = tiers
         self.db, self.dialect = db, dialect
         self.stage = "temp." + q("metricstore_stage_" + target.table)
         self.create = "CREATE TEMP TABLE IF NOT EXISTS %s (%s)" % (self.stage, names)
@@ -220,9 +239,12 @@ class SqliteWriter:
 
     def add(self, rows):
         if rows:
+            rows = sorted(rows, key=self.order)
             with self.db.atomic():      # a transaction on the temp database only
-                self.cursor.executemany(self.append, sorted(rows, key=self.order))
+                self.cursor.executemany(self.append, rows)
             self.staged += len(rows)
+            if self.tiers is not None:
+                self.tiers.add(rows)
 
     def flush(self, ensure_partitions):
         """Insert the staged rows in one transaction; return how many were new."""
@@ -230,6 +252,8 @@ class SqliteWriter:
             return 0
         with self.dialect.write_transaction(self.db):
             inserted = self.cursor.execute(self.insert).rowcount
+            if self.tiers is not None:
+                self.tiers.flushed(inserted)
         self._clear()
         return inserted
 

@@ -10,7 +10,7 @@ from ..dialects import dialect_for
 from ..errors import PartitionConflictError
 from ..timeutil import month_start, utcnow
 from .catalog import LivePartition, live_partitions
-from .manager import SERIES_TABLES, PartitionManager
+from .manager import RAW_TABLES, SERIES_TABLES, PartitionManager
 from .operations import create_month, ensure_default
 from .plan import Conflict, Creation, Plan, Result
 from .strategy import MARKER, MonthlyStrategy
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 MONTH_CACHE_TTL_S = 1.0
 BLOCKED_RECHECK_S = 60.0
 
-__all__ = ["MARKER", "SERIES_TABLES", "Conflict", "Creation", "LivePartition",
+__all__ = ["MARKER", "RAW_TABLES", "SERIES_TABLES", "Conflict", "Creation", "LivePartition",
            "MonthlyStrategy",
            "PartitionManager", "Plan", "Result", "ensure_months",
            "ensure_partitions_ahead", "forget_months", "live_partitions"]

@@ -11,12 +11,20 @@ from .catalog import blocker, live_partitions, names_taken
 from .operations import create_month, drop_partition, ensure_default
 from .plan import Creation, Plan
 from .strategy import MonthlyStrategy
+from ..rollups.tiers import BY_TABLE, TIER_TABLES
+from ..settings import effective_tier_retention
 
-SERIES_TABLES = ("metrics", "server_snapshots")
-DEFAULT_MONTHS = ("SELECT DISTINCT date_trunc('month', collected_at AT TIME ZONE 'UTC') "
+RAW_TABLES = ("metrics", "server_snapshots")
+SERIES_TABLES = RAW_TABLES + TIER_TABLES
+DEFAULT_MONTHS = ("SELECT DISTINCT date_trunc('month', {time} AT TIME ZONE 'UTC') "
                   "FROM {default}")
 COUNT_ROWS = "SELECT count(*) FROM {table}"
-WAITING = "SELECT count(*) FROM {default} WHERE collected_at >= %s AND collected_at < %s"
+WAITING = "SELECT count(*) FROM {default} WHERE {time} >= %s AND {time} < %s"
+
+
+def time_column(table):
+    """The column a series table is partitioned on."""
+    return "bucket" if table in TIER_TABLES else "collected_at"
 
 
 class PartitionManager:
@@ -76,7 +84,7 @@ class PartitionManager:
     def _data_months(self, table, default):
         if default is None:
             return []
-        q = DEFAULT_MONTHS.format(default=self.dialect.quote(default))
+        q = DEFAULT_MONTHS.format(default=self.dialect.quote(default), time=time_column(table))
         return [m.replace(tzinfo=UTC) for (m,) in self.db.execute_sql(q).fetchall()]
 
     @guarded("planning partitions", read_only=True)
@@ -87,14 +95,21 @@ class PartitionManager:
             retention_days = get_retention_days(self.db)
         cutoff = self.strategy.cutoff(now, retention_days)
         plan = Plan(self.dialect.name, now, retention_days, cutoff)
+        tiers = effective_tier_retention(self.db)
         for table in self.tables:
+            if table in TIER_TABLES:
+                tier = BY_TABLE[table]
+                plan.cutoffs[table] = self.strategy.cutoff(now, tiers[tier.name])
+            else:
+                plan.cutoffs[table] = cutoff
             live = self.live(table)
             plan.partitions[table] = live
             if not self.dialect.partitioned:
                 continue
             default = self._default(table, live)
             plan.default_rows[table] = self.default_rows(table, live)
-            wanted = self.strategy.wanted(now, self._data_months(table, default), cutoff)
+            table_cutoff = plan.cutoffs[table]
+            wanted = self.strategy.wanted(now, self._data_months(table, default), table_cutoff)
             taken = names_taken(self.db, self.dialect, table,
                                 [self.strategy.name(table, m) for m in wanted])
             for start in wanted:
@@ -109,12 +124,13 @@ class PartitionManager:
                 waiting = 0
                 if default is not None:
                     waiting = self.db.execute_sql(
-                        WAITING.format(default=self.dialect.quote(default)),
+                        WAITING.format(default=self.dialect.quote(default),
+                                       time=time_column(table)),
                         (start, end)).fetchone()[0]
                 plan.create.append(Creation(table, self.strategy.name(table, start),
                                             start, end, waiting))
             plan.drop.extend(self._shown(p) for p in live
-                             if p.owned and not p.is_default and p.end <= cutoff)
+                             if p.owned and not p.is_default and p.end <= table_cutoff)
         return plan
 
     def _shown(self, partition):

@@ -13,6 +13,7 @@ from ..errors import MaintenanceError, PartitionConflictError
 from ..guard import cause
 from .catalog import blocker, live_partitions, names_taken
 from .strategy import MARKER
+from ..rollups.tiers import TIER_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,9 @@ MARK = "COMMENT ON TABLE {part} IS %s"
 # Parent, then default: the order in which a writer routing a row takes them.
 LOCK_PARENT_AND_DEFAULT = ("LOCK TABLE {parent} IN ACCESS EXCLUSIVE MODE; "
                            "LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE")
-COUNT_RANGE = "SELECT count(*) FROM {default} WHERE collected_at >= %s AND collected_at < %s"
-MOVE_ROWS = ("WITH moved AS (DELETE FROM {default} WHERE collected_at >= %s "
-             "AND collected_at < %s RETURNING *) INSERT INTO {part} SELECT * FROM moved")
+COUNT_RANGE = "SELECT count(*) FROM {default} WHERE {time} >= %s AND {time} < %s"
+MOVE_ROWS = ("WITH moved AS (DELETE FROM {default} WHERE {time} >= %s "
+             "AND {time} < %s RETURNING *) INSERT INTO {part} SELECT * FROM moved")
 ATTACH = "ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES FROM (%s) TO (%s)"
 DETACH = "ALTER TABLE {parent} DETACH PARTITION {part}"
 DROP = "DROP TABLE {part}"
@@ -97,7 +98,8 @@ def create_month(db, dialect, strategy, table, start):
         if any(p.overlaps(start, end) for p in live):
             return None, 0
         default = next((p.name for p in live if p.is_default), None)
-        fmt = dict(part=q(name), parent=q(table), default=q(default or ""))
+        fmt = dict(part=q(name), parent=q(table), default=q(default or ""),
+                   time="bucket" if table in TIER_TABLES else "collected_at")
         waiting = 0
         if default:
             # Lock first: a row routed to the default between the count and the

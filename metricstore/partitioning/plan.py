@@ -58,11 +58,15 @@ class Plan:
     conflicts: list = field(default_factory=list)     # Conflict
     default_rows: dict = field(default_factory=dict)  # table -> rows in DEFAULT
     partitions: dict = field(default_factory=dict)    # table -> [LivePartition]
+    cutoffs: dict = field(default_factory=dict)       # table -> its retention cutoff
 
     def lines(self):
         yield "maintenance plan at %s (%s)" % (_t(self.now), self.engine)
         yield "retention: %d days -> delete rows collected before %s" % (
             self.retention_days, _t(self.cutoff))
+        for table, cutoff in sorted(self.cutoffs.items()):
+            if cutoff != self.cutoff:
+                yield "retention of %s: delete buckets starting before %s" % (table, _t(cutoff))
         for c in self.create:
             moved = " (moves %d rows from the default partition)" % c.waiting_rows \
                 if c.waiting_rows else ""
@@ -92,6 +96,7 @@ class Result:
     moved: int = 0
     dropped: list = field(default_factory=list)
     deleted: dict = field(default_factory=dict)
+    tier_deleted: dict = field(default_factory=dict)  # rollup table -> expired buckets
     default_rows_after: dict = field(default_factory=dict)
     errors: list = field(default_factory=list)        # steps that failed (retention still ran)
     run_id: int = None
@@ -104,6 +109,9 @@ class Result:
         yield "done: created %d partition(s), moved %d row(s), dropped %d partition(s), " \
               "deleted %d expired row(s)" % (len(self.created), self.moved,
                                               len(self.dropped), sum(self.deleted.values()))
+        if any(self.tier_deleted.values()):
+            yield "rollup tiers: deleted %s expired bucket(s)" % ", ".join(
+                "%s %d" % (t, n) for t, n in sorted(self.tier_deleted.items()))
 
     def __str__(self):
         return "\n".join(self.lines())

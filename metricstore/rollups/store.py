@@ -1,0 +1,118 @@
+"""Reading and writing tier rows and raw points by (series, time range).
+
+All times here are integer epoch microseconds (UTC); the dialect converts
+them to and from the engine's time columns. Ranges are half-open.
+"""
+
+from collections import defaultdict
+
+from ..dialects import dialect_for
+from .state import COLUMNS, State, merge_ordered
+from .tiers import TIER_MAX_GAP_US
+
+TIER_ROWS = ("SELECT t.server_id, t.metric_type_id, {bucket}, {columns} FROM {ranges} "
+             "JOIN {table} t ON t.server_id = r.s AND t.metric_type_id = r.m "
+             "AND t.bucket >= {lo} AND t.bucket < {hi} ORDER BY 1, 2, 3")
+RAW_ROWS = ("SELECT x.server_id, x.metric_type_id, {time}, x.value FROM {ranges} "
+            "JOIN metrics x ON x.server_id = r.s AND x.metric_type_id = r.m "
+            "AND x.collected_at >= {lo} AND x.collected_at < {hi} ORDER BY 1, 2, 3")
+
+
+def _query(db, template, ranges, **fragments):
+    d = dialect_for(db)
+    sql = d.sql(template.format(ranges=d.ranges_source, lo=d.time_from_micros_sql("r.lo"),
+                                hi=d.time_from_micros_sql("r.hi"), **fragments))
+    return db.execute_sql(sql, d.ranges_param(list(ranges)))
+
+
+def tier_rows(db, tier, ranges, sketches=True):
+    """Raw tuples ``(sid, mid, bucket us, *COLUMNS)`` of ``tier`` in ``ranges``
+    ``[(sid, mid, lo us, hi us)]``, by series then time (read-only). Without
+    ``sketches`` the sketch column reads as NULL."""
+    d = dialect_for(db)
+    columns = ", ".join("t.%s" % d.quote(c) if c != "sketch" or sketches else "NULL"
+                        for c in COLUMNS)
+    return _query(db, TIER_ROWS, ranges, table=d.quote(tier.table),
+                  bucket=d.micros_sql("t.bucket"), columns=columns).fetchall()
+
+
+TIER_SKETCHES = ("SELECT t.server_id, t.low, t.high, t.sketch FROM {ranges} "
+                 "JOIN {table} t ON t.server_id = r.s AND t.metric_type_id = r.m "
+                 "AND t.bucket >= {lo} AND t.bucket < {hi}")
+
+
+def tier_sketches(db, tier, ranges):
+    """``(sid, low, high, sketch bytes)`` of ``tier`` rows in ``ranges`` (read-only)."""
+    return _query(db, TIER_SKETCHES, ranges,
+                  table=dialect_for(db).quote(tier.table)).fetchall()
+
+
+def tier_states(db, tier, ranges):
+    """``{(sid, mid, bucket us): State}`` of ``tier`` in ``ranges`` (read-only)."""
+    return {(r[0], r[1], r[2]): State.from_row(r[2], r[3:]) for r in tier_rows(db, tier, ranges)}
+
+
+def raw_points(db, ranges):
+    """``{(sid, mid): [(t us, value), ...]}`` of raw samples in ``ranges`` (read-only)."""
+    out = defaultdict(list)
+    d = dialect_for(db)
+    for sid, mid, t, v in _query(db, RAW_ROWS, ranges, time=d.micros_sql("x.collected_at")):
+        out[sid, mid].append((t, v))
+    return out
+
+
+def write_states(db, tier, states):
+    """Upsert ``{(sid, mid, bucket us): State}`` into ``tier``'s table."""
+    if states:
+        rows = [key + state.row() for key, state in sorted(states.items())]
+        dialect_for(db).upsert_rows(db, tier.table, COLUMNS, rows)
+
+
+def from_raw(db, keys, width_us, counters):
+    """States recomputed from raw samples for ``keys`` (sid, mid, bucket us)."""
+    ranges = [(s, m, b, b + width_us) for s, m, b in keys]
+    out = {}
+    by_series = raw_points(db, ranges)
+    for s, m, b in keys:
+        points = [p for p in by_series.get((s, m), ()) if b <= p[0] < b + width_us]
+        if points:
+            out[s, m, b] = State.of_points(b, points, m in counters)
+    return out
+
+
+def from_finer(db, finer_tier, keys, width_us):
+    """States of coarser buckets ``keys`` merged from their ``finer_tier`` rows."""
+    ranges = sorted((s, m, b, b + width_us) for s, m, b in keys)
+    groups = defaultdict(list)
+    for row in tier_rows(db, finer_tier, ranges):
+        s, m, t = row[0], row[1], row[2]
+        groups[s, m, t - t % width_us].append(State.from_row(t, row[3:]))
+    return {key: merge_ordered(key[2], parts, TIER_MAX_GAP_US)
+            for key, parts in groups.items()}
+
+
+TIER_TOTALS = ("SELECT server_id, SUM(n), SUM(total), MIN(low), MAX(high) FROM {table} "
+               "WHERE server_id IN (SELECT id FROM servers) AND metric_type_id = :mid "
+               "AND bucket >= {lo} AND bucket < {hi} GROUP BY server_id")
+RAW_TOTALS = ("SELECT server_id, COUNT(*), SUM(value), MIN(value), MAX(value) FROM metrics "
+              "WHERE server_id IN (SELECT id FROM servers) AND metric_type_id = :mid "
+              "AND collected_at >= {lo} AND collected_at < {hi} GROUP BY server_id")
+
+
+def totals(db, mid, segments, stat):
+    """``{server_id: avg|min|max}`` of metric ``mid`` over ``segments``, every
+    server, summed in SQL per source (read-only)."""
+    d = dialect_for(db)
+    acc = {}
+    for seg in segments:
+        raw = seg.source.tier is None
+        sql = (RAW_TOTALS if raw else TIER_TOTALS).format(
+            table=None if raw else d.quote(seg.source.tier.table),
+            lo=d.time_from_micros_sql(":lo"), hi=d.time_from_micros_sql(":hi"))
+        for sid, n, total, low, high in db.execute_sql(d.sql(sql), {"mid": mid, "lo": seg.lo,
+                                                                     "hi": seg.hi}):
+            a = acc.get(sid)
+            acc[sid] = [n, total, low, high] if a is None else [
+                a[0] + n, a[1] + total, min(a[2], low), max(a[3], high)]
+    pick = {"avg": lambda a: a[1] / a[0], "min": lambda a: a[2], "max": lambda a: a[3]}[stat]
+    return {sid: pick(a) for sid, a in acc.items() if a[0]}
