@@ -12,6 +12,7 @@ from .errors import (ConfigurationError, DatabaseError, MaintenanceError, Metric
                      UnknownServerError, ValidationError)
 from .distribute import distribute
 from .ingest import Sample, SnapshotSample, WriteResult
+from .forwarding import Forwarder, SpoolCap
 from .maintenance import last_run, maintain
 from .models import (MODELS, MaintenanceRun, Metric, MetricType, Server, ServerSnapshot,
                      TenantSettings)
@@ -22,7 +23,8 @@ from .settings import get_retention_days, set_retention_days
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_URL", "MODELS", "ConfigurationError", "DatabaseError", "MaintenanceError",
+    "DEFAULT_URL", "MODELS", "ConfigurationError", "DatabaseError", "Forwarder",
+    "MaintenanceError", "SpoolCap",
     "MaintenanceRun", "Metric", "MetricRepository", "QueryError", "Sample",
     "SnapshotSample", "WriteResult", "MetricType", "MetricstoreError", "SchemaError", "Server",
     "ServerSnapshot", "TenantSettings", "TimeError", "UnknownMetricError",

@@ -9,7 +9,9 @@ stderr and exit 2; ``status`` exits 1 when the tenant needs attention.
 import csv
 import io
 import json
+import logging
 import os
+import signal
 import sys
 from array import array
 from datetime import datetime, timedelta
@@ -20,6 +22,7 @@ from . import demo as demo_data
 from .connection import connect, default_url
 from .distribute import distribute as distribute_tenant
 from .errors import MetricstoreError, QueryError, ValidationError
+from . import forwarding
 from .guard import DRIVER_ERRORS
 from .maintenance import maintain as run_maintenance
 from .partitioning import SERIES_TABLES, PartitionManager
@@ -640,6 +643,113 @@ def query_top(metric, start, end, n, stat, ascending, url, fmt):
     ranked = repo.top(metric, parse_when(start), parse_when(end), n=n, stat=stat,
                       ascending=ascending)
     emit(["server", stat], [(r.server_name, r.value) for r in ranked], fmt)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--from", "source", metavar="URL", help="The spool (the agent's database).")
+@click.option("--to", "target", metavar="URL", help="The central tenant database.")
+@click.option("--once", "mode", flag_value="once", default=True,
+              help="Forward what is waiting, then exit (default).")
+@click.option("--follow", "mode", flag_value="follow",
+              help="Keep forwarding; ride out outages (Ctrl-C or SIGTERM stops).")
+@click.option("--batch-rows", type=click.IntRange(1, 1_000_000), default=200_000,
+              show_default=True, help="Rows per backfill batch.")
+@click.option("--live-rows", type=click.IntRange(1, 1_000_000), default=2_000,
+              show_default=True, help="Rows per newest-first batch while a backlog drains.")
+@click.option("--max-rows", type=click.IntRange(1), default=None,
+              help="Spool cap in metric + snapshot rows.")
+@click.option("--max-bytes", type=click.IntRange(1), default=None,
+              help="Spool cap in bytes used by the local database.")
+@click.option("--local-retention", default="7d", show_default=True,
+              help="Delete forwarded rows older than this locally ('none' keeps them).")
+@click.option("--max-backoff", default="60s", show_default=True,
+              help="Longest pause between retries while the central side is away.")
+@click.option("--poll", default="1s", show_default=True,
+              help="Pause when the spool is empty (--follow).")
+@click.option("--retarget", is_flag=True,
+              help="Accept a destination other than the spool's previous one.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each retry and recovery on stderr.")
+@click.pass_context
+def forward(ctx, source, target, mode, batch_rows, live_rows, max_rows, max_bytes,
+            local_retention, max_backoff, poll, retarget, verbose):
+    """Forward the spool's samples, snapshots and servers to the central database.
+
+    Exactly once in effect: kill it at any point and restart it. Without
+    --follow it forwards what is waiting and exits (1 if the central side is
+    unreachable: the rows stay in the spool).
+
+    \b
+    Example:
+      metricstore forward --from sqlite:///agent.db --to postgresql://app@db/tenant --follow
+      metricstore forward --from sqlite:///agent.db --to postgresql://app@db/tenant --once
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not source or not target:
+        raise click.UsageError("forward needs --from URL (the spool) and --to URL (the "
+                               "central database); see `metricstore forward --help`")
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                            stream=sys.stderr)
+    retention = None if local_retention.lower() == "none" else parse_duration(local_retention)
+    forwarder = forwarding.Forwarder(
+        open_db(source), connect(target), batch_rows=batch_rows, live_rows=live_rows,
+        poll_s=parse_duration(poll).total_seconds(),
+        backoff=forwarding.Backoff(cap=max(parse_duration(max_backoff).total_seconds(), 0.5)),
+        cap=forwarding.SpoolCap(max_rows, max_bytes) if max_rows or max_bytes else None,
+        local_retention=retention, retarget=retarget)
+    signal.signal(signal.SIGTERM, lambda *_: forwarder.stop())
+    try:
+        totals = forwarder.run(follow=mode == "follow")
+    except KeyboardInterrupt:
+        totals = forwarder.totals
+    click.echo("forwarded %d, duplicates %d, expired %d, quarantined %d" % (
+        totals.inserted, totals.duplicates, totals.expired, len(totals.quarantined)))
+
+
+@forward.command("status")
+@click.option("--from", "source", metavar="URL", envvar="DATABASE_URL", default=None,
+              help="The spool (default: $DATABASE_URL, else sqlite:///metricstore.db).")
+@click.option("--max-lag", default="5m", show_default=True,
+              help="An unforwarded sample older than this needs attention.")
+@click.option("--quarantined", "limit", type=click.IntRange(0), default=20, show_default=True,
+              help="How many quarantined rows to list.")
+def forward_status(source, max_lag, limit):
+    """Spool rows and bytes, lag, last success and error, counts, quarantined rows.
+
+    Exits 1 when something needs attention (lag, a failed last attempt,
+    quarantined or dropped rows). Read-only.
+
+    \b
+    Example:
+      metricstore forward status --from sqlite:///agent.db || alert "forwarding"
+    """
+    s = forwarding.status(open_db(source), max_lag=parse_duration(max_lag),
+                          quarantine_limit=limit)
+    click.echo("spool: %s  destination: %s" % (s.spool_id or "not enabled",
+                                                s.destination or "-"))
+    click.echo("waiting: %d rows  (local rows %d, %s)" % (s.spool_rows, s.local_rows,
+                                                          human_bytes(s.spool_bytes)))
+    click.echo("oldest unforwarded: %s%s" % (_when(s.oldest_unforwarded), "" if s.lag is None
+                                             else "  (lag %s)" % _short(s.lag)))
+    click.echo("last success: %s" % _when(s.last_success_at))
+    click.echo("last error: %s%s" % (_when(s.last_error_at),
+                                     "  " + s.last_error if s.last_error else ""))
+    click.echo("rows: " + ", ".join("%s %d" % (k, v) for k, v in s.counts.items()))
+    if s.quarantined:
+        click.echo("quarantined (newest first):")
+        click.echo(table(["when", "server", "metric", "collected_at", "field", "reason"],
+                         [(_when(q.quarantined_at), q.server_name, q.metric or "(snapshot)",
+                           _when(q.collected_at), q.field, q.reason[:80])
+                          for q in s.quarantined]))
+    for problem in s.problems:
+        click.echo("attention: " + problem)
+    if not s.ok:
+        raise SystemExit(EXIT_ATTENTION)
+
+
+def _short(delta):
+    return str(timedelta(seconds=int(delta.total_seconds())))
 
 
 def _quiet_driver_noise(hook=sys.unraisablehook):

@@ -39,7 +39,7 @@ def test_the_command_tree_is_what_the_issue_asks_for():
     names = {" ".join(path) for path, _ in COMMANDS}
     assert {"init", "demo", "maintain", "partitions", "status", "settings get",
             "settings set", "ingest", "query series", "query buckets", "query rate",
-            "query latest", "query top"} <= names
+            "query latest", "query top", "forward status"} <= names
 
 
 @pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=" ".join)

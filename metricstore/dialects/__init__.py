@@ -32,6 +32,11 @@ def dialect_for(db, detect=True):
             schema = getattr(db, "schema", None)
             if not detect:
                 return PostgresDialect(schema)
+            if db.is_closed():
+                # Choosing reads the server: wait for the first real use, so
+                # that building a repository (or a forwarder whose central
+                # database is down) never connects.
+                return _Deferred(db)
             version, in_schema = _citus(db, schema)
             if not version:
                 dialect = PostgresDialect(schema)
@@ -47,6 +52,20 @@ def dialect_for(db, detect=True):
                                      % type(db).__name__)
         db._metricstore_dialect = dialect
     return dialect
+
+
+class _Deferred:
+    """The dialect of a PostgreSQL database not connected yet: the choice is
+    made (and cached on the database) on the first attribute read."""
+
+    def __init__(self, db):
+        self._db, self._dialect = db, None
+
+    def __getattr__(self, name):
+        if self._dialect is None:
+            self._db.connect(reuse_if_open=True)     # the caller is about to use it
+            self._dialect = dialect_for(self._db)
+        return getattr(self._dialect, name)
 
 
 def _citus(db, schema):

@@ -213,7 +213,30 @@ class Dialect:
                 "DO UPDATE SET %s" % (self.quote(table), self.cols(names), values,
                                       ", ".join("%s = excluded.%s" % (self.quote(c), self.quote(c))
                                                 for c in columns)))
+    # -- store and forward (metricstore.forwarding) --------------------------------
+    def outbox_trigger_sql(self, trigger, table, outbox, mapping):
+        """Statements creating ``trigger``: every row really inserted into
+        ``table`` (not one ignored as a duplicate) adds a row to ``outbox`` in
+        the same transaction. ``mapping``: (outbox column, column of ``table``
+        or None for NULL) pairs. Idempotent."""
+        raise NotImplementedError
 
+    def drop_trigger_sql(self, trigger, table):
+        raise NotImplementedError
+
+    def trigger_exists(self, db, trigger):
+        raise NotImplementedError
+
+    def process_lock(self, db, name):
+        """A lock on ``name`` held by this process until ``release()``, or None
+        if another process holds it. It dies with the process (kill -9 too)."""
+        raise NotImplementedError
+
+    def used_bytes(self, db, tables):
+        """Bytes the database uses for ``tables`` (cheap enough to poll)."""
+        return sum(self.table_bytes(db, t) for t in tables)
+
+    # -- scale-out (Citus) ---------------------------------------------------------
     def partition_figures(self, db, partition):
         """``(rows or None, bytes)`` of a LivePartition, as shown to people:
         the catalog's estimate and size where they describe the data."""

@@ -6,6 +6,7 @@ Series tables are WITHOUT ROWID, clustered on their natural key, so a
 series' points sit together and the key is also the covering index.
 """
 
+import fcntl
 import json
 import os
 from datetime import timedelta
@@ -57,7 +58,7 @@ class SqliteDialect(Dialect):
     name = "sqlite"
     partitioned = False
     types = {
-        "serial": "INTEGER PRIMARY KEY",
+        "serial": "INTEGER PRIMARY KEY", "bigserial": "INTEGER PRIMARY KEY",
         "int": "INTEGER", "smallint": "INTEGER", "bigint": "INTEGER",
         "float": "REAL", "text": "TEXT", "bool": "INTEGER",
         "timestamp": "INTEGER", "blob": "BLOB",
@@ -189,6 +190,38 @@ class SqliteDialect(Dialect):
     def upsert_rows(self, db, table, columns, rows):
         sql = self.upsert_sql(table, columns, "(%s)" % ", ".join("?" * (len(columns) + 3)))
         db.cursor().executemany(sql, rows)
+
+    def outbox_trigger_sql(self, trigger, table, outbox, mapping):
+        # INSERT OR IGNORE does not fire the trigger for a row it ignores.
+        values = ", ".join("NEW.%s" % self.quote(src) if src else "NULL" for _, src in mapping)
+        return ["CREATE TRIGGER IF NOT EXISTS %s AFTER INSERT ON %s BEGIN "
+                "INSERT INTO %s (%s) VALUES (%s); END" % (
+                    self.quote(trigger), self.quote(table), self.quote(outbox),
+                    self.cols([c for c, _ in mapping]), values)]
+
+    def drop_trigger_sql(self, trigger, table):
+        return ["DROP TRIGGER IF EXISTS %s" % self.quote(trigger)]
+
+    def trigger_exists(self, db, trigger):
+        return db.execute_sql("SELECT 1 FROM sqlite_master WHERE type = 'trigger' "
+                              "AND name = ?", (trigger,)).fetchone() is not None
+
+    def process_lock(self, db, name):
+        """An exclusive ``flock`` on ``<database file>.<name>.lock``."""
+        path = "%s.%s.lock" % (os.path.abspath(db.database), name)
+        handle = open(path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return handle.close
+
+    def used_bytes(self, db, tables):
+        """The whole file's pages in use (page_count - freelist_count) x page_size."""
+        (pages,), (free,), (size,) = (db.execute_sql("PRAGMA %s" % p).fetchone()
+                                      for p in ("page_count", "freelist_count", "page_size"))
+        return (pages - free) * size
 
     def writer(self, db, target, tiers=None):
         """Bulk writer for ingest: rows staged in a TEMP table outside any lock,

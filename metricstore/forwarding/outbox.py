@@ -1,0 +1,167 @@
+"""The outbox: which stored rows are not yet forwarded, in arrival order.
+
+A trigger on ``metrics`` and one on ``server_snapshots`` add an entry
+(``seq``, key of the row) for every row the write path really inserts,
+in the same transaction; a duplicate the writer ignores adds nothing. The
+outbox is ordered by arrival (``seq``), not by ``collected_at``, so late
+and out-of-order samples are never skipped. Forwarded entries are deleted
+by ``seq`` in the local transaction that records the central commit.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+
+from ..dialects import dialect_for
+from ..guard import guarded
+from ..timeutil import utcnow
+from . import state
+
+OUTBOX = "forward_outbox"
+COLUMNS = ("server_id", "metric_type_id", "collected_at")
+TRIGGERS = (
+    ("forward_outbox_metrics", "metrics",
+     (("server_id", "server_id"), ("metric_type_id", "metric_type_id"),
+      ("collected_at", "collected_at"))),
+    ("forward_outbox_snapshots", "server_snapshots",
+     (("server_id", "server_id"), ("metric_type_id", None), ("collected_at", "collected_at"))),
+)
+SEED = ("INSERT INTO forward_outbox (server_id, metric_type_id, collected_at) "
+        "SELECT server_id, {mid}, collected_at FROM {table} ORDER BY collected_at")
+SNAPSHOT_COLUMNS = ("cpu_percent", "memory_percent", "connection_count", "status")
+READ = ("SELECT o.seq, o.server_id, o.metric_type_id, o.collected_at, m.value, "
+        "s.cpu_percent, s.memory_percent, s.connection_count, s.status "
+        "FROM forward_outbox o "
+        "LEFT JOIN metrics m ON o.metric_type_id IS NOT NULL AND m.server_id = o.server_id "
+        "AND m.metric_type_id = o.metric_type_id AND m.collected_at = o.collected_at "
+        "LEFT JOIN server_snapshots s ON o.metric_type_id IS NULL "
+        "AND s.server_id = o.server_id AND s.collected_at = o.collected_at "
+        "{where} ORDER BY o.seq {direction} LIMIT :limit")
+LOCK = "forward-spool"
+
+
+@guarded("enable_spool")
+def enable_spool(db):
+    """Make ``db`` a spool (idempotent): on first call, every row already
+    stored enters the outbox and the triggers are created, in one write
+    transaction, so no row is missed. Returns the spool id."""
+    d = dialect_for(db)
+    with d.write_transaction(db), d.lock(db, LOCK):
+        state.ensure_row(db)
+        current = state.get(db)
+        if current["spool_id"] is None:
+            for _, table, mapping in TRIGGERS:
+                mid = "metric_type_id" if table == "metrics" else "NULL"
+                db.execute_sql(SEED.format(mid=mid, table=d.quote(table)))
+        for trigger, table, mapping in TRIGGERS:
+            if current["spool_id"] is None or not d.trigger_exists(db, trigger):
+                for sql in d.outbox_trigger_sql(trigger, table, OUTBOX, mapping):
+                    db.execute_sql(sql)
+        if current["spool_id"] is None:
+            spool_id = uuid.uuid4().hex
+            state.update(db, spool_id=spool_id, enabled_at=utcnow())
+            return spool_id
+        return current["spool_id"]
+
+
+@guarded("disable_spool")
+def disable_spool(db):
+    """Drop the triggers: new rows are no longer tracked (the outbox stays)."""
+    d = dialect_for(db)
+    with d.write_transaction(db):
+        for trigger, table, _ in TRIGGERS:
+            for sql in d.drop_trigger_sql(trigger, table):
+                db.execute_sql(sql)
+
+
+@dataclass
+class Batch:
+    """Outbox entries read together: ``metrics`` rows
+    ``(local server id, metric_type_id, value, collected_at)``, ``snapshots``
+    rows ``(local server id, collected_at, cpu, mem, conns, status)`` with
+    aware UTC times, the ``ranges`` of seq they cover, and ``missing``:
+    entries whose row was deleted locally before it could be forwarded."""
+    ranges: list
+    metrics: list = field(default_factory=list)
+    snapshots: list = field(default_factory=list)
+    missing: int = 0
+    entries: int = 0
+
+    def __len__(self):
+        return self.entries
+
+    @property
+    def last_seq(self):
+        return self.ranges[-1][1] if self.ranges else None
+
+
+def read(db, limit, newest_first=False, above=None):
+    """Up to ``limit`` entries, oldest (or newest) first, with seq > ``above``."""
+    d = dialect_for(db)
+    where = "WHERE o.seq > :above" if above is not None else ""
+    sql = d.sql(READ, where=where, direction="DESC" if newest_first else "ASC")
+    rows = db.execute_sql(sql, {"limit": limit, "above": above}).fetchall()
+    return _batch(d, rows, newest_first)
+
+
+def read_ranges(db, ranges):
+    """The entries in ``ranges`` (as recorded for a batch in flight)."""
+    d = dialect_for(db)
+    out = []
+    for lo, hi in ranges:
+        out += db.execute_sql(d.sql(READ, where="WHERE o.seq BETWEEN :lo AND :hi",
+                                    direction="ASC"),
+                              {"lo": lo, "hi": hi, "limit": hi - lo + 1}).fetchall()
+    return _batch(d, out, False)
+
+
+def _batch(d, rows, newest_first):
+    batch = Batch(ranges(sorted(r[0] for r in rows)), entries=len(rows))
+    times = {}                               # many rows of a batch share a time: decode once
+    decode = d.time_result
+    metrics, snapshots = batch.metrics, batch.snapshots
+    for seq, sid, mid, raw, value, cpu, mem, conns, status in rows:
+        t = times.get(raw)
+        if t is None:
+            t = times[raw] = decode(raw)
+        if mid is not None:
+            if value is None:
+                batch.missing += 1
+            else:
+                metrics.append((sid, mid, value, t))
+        elif status is None:
+            batch.missing += 1
+        else:
+            snapshots.append((sid, t, cpu, mem, conns, status))
+    if newest_first:                         # ship a lane's rows in arrival order
+        metrics.reverse()
+        snapshots.reverse()
+    return batch
+
+
+def still_there(db, batch):
+    """True if every entry of ``batch`` (read earlier) is still in the outbox."""
+    sql = dialect_for(db).sql("SELECT count(*) FROM forward_outbox WHERE seq BETWEEN :lo AND :hi")
+    return batch.entries == sum(db.execute_sql(sql, {"lo": lo, "hi": hi}).fetchone()[0]
+                                for lo, hi in batch.ranges)
+
+
+def ranges(seqs):
+    """Sorted integers -> ``[[lo, hi], ...]`` runs of consecutive values."""
+    out = []
+    for s in seqs:
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+def delete_ranges(db, seq_ranges):
+    """Delete the outbox entries in ``seq_ranges``; return how many."""
+    sql = dialect_for(db).sql("DELETE FROM forward_outbox WHERE seq BETWEEN :lo AND :hi")
+    return sum(db.execute_sql(sql, {"lo": lo, "hi": hi}).rowcount for lo, hi in seq_ranges)
+
+
+def pending(db):
+    """Entries waiting to be forwarded (read-only)."""
+    return db.execute_sql("SELECT count(*) FROM forward_outbox").fetchone()[0]
