@@ -42,9 +42,9 @@ def provision(db, retention_days=None, now=None):
     """
     if retention_days is not None:
         check_retention_days(retention_days)
-    dialect = dialect_for(db)
-    report = ProvisionReport(engine=dialect.name, partitioned=dialect.partitioned)
     with db.connection_context() if db.is_closed() else nullcontext():
+        dialect = dialect_for(db)
+        report = ProvisionReport(engine=dialect.name, partitioned=dialect.partitioned)
         # The schema first, committed: on Citus a distributed schema created in
         # the transaction that then creates a serial column fails on the workers.
         with dialect.write_transaction(db):

@@ -18,8 +18,8 @@ def migrate(migrator, database, *, fake=False):
         for statement in dialect.create_table_sql(table):
             database.execute_sql(statement)
     for column in SETTINGS_COLUMNS:
-        database.execute_sql("ALTER TABLE tenant_settings ADD COLUMN %s"
-                             % dialect.column_sql(column))
+        for statement in dialect.add_column_sql("tenant_settings", column):
+            database.execute_sql(statement)
     if not fake:
         backfill(database)
 

@@ -60,6 +60,10 @@ class Dialect:
             parts.append("CHECK (%s)" % column.check)
         return " ".join(parts)
 
+    def add_column_sql(self, table, column):
+        """Statements adding ``column`` to an existing ``table``."""
+        return ["ALTER TABLE %s ADD COLUMN %s" % (self.quote(table), self.column_sql(column))]
+
     def cols(self, names):
         return ", ".join(self.quote(n) for n in names)
 

@@ -239,7 +239,8 @@ class CitusWriter(PostgresWriter):
     """Counts the rows stored with RETURNING: on Citus the row count of an
     ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` is the rows sent."""
 
-    INSERT = "WITH ins AS (%s RETURNING 1) SELECT count(*) FROM ins" % PostgresWriter.INSERT
+    COUNT = "WITH ins AS ({insert} RETURNING 1) SELECT count(*) FROM ins"
 
-    def inserted(self):
+    def insert(self, sql):
+        self.cursor.execute(self.COUNT.format(insert=sql))
         return self.cursor.fetchone()[0]

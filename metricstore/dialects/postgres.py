@@ -6,6 +6,7 @@ and bucket queries are index-only scans.
 """
 
 import io
+from dataclasses import replace
 import re
 from operator import itemgetter
 from contextlib import contextmanager
@@ -155,6 +156,16 @@ class PostgresDialect(Dialect):
             # The session resolved its search_path while the schema was
             # missing; setting it again makes the new schema current.
             db.execute_sql("SET search_path TO %s" % self.quote(self.schema))
+
+    def add_column_sql(self, table, column):
+        # The CHECK as its own, named constraint (the name PostgreSQL would
+        # give it): Citus refuses ADD COLUMN with an unnamed constraint.
+        out = [super().add_column_sql(table, replace(column, check=None))[0]]
+        if column.check:
+            out.append("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s)" % (
+                self.quote(table), self.quote("%s_%s_check" % (table, column.name)),
+                column.check))
+        return out
 
     def primary_key_sql(self, table):
         sql = "PRIMARY KEY (%s)" % self.cols(table.primary_key)
@@ -362,8 +373,7 @@ class PostgresWriter:
                                     stage=self.stage, order=self.order)
         with self.db.atomic():
             if self.tiers is None:
-                self.cursor.execute(insert)
-                inserted = self.inserted()
+                inserted = self.insert(insert)
             else:
                 # RETURNING counts what was stored on every engine (Citus too).
                 plain = PostgresWriter.INSERT.format(table=self.target.table,
@@ -381,8 +391,9 @@ class PostgresWriter:
                 raise
         return inserted
 
-    def inserted(self):
-        """Rows the INSERT just stored."""
+    def insert(self, sql):
+        """Run the INSERT ``sql``; return the rows it stored."""
+        self.cursor.execute(sql)
         return self.cursor.rowcount
 
     def __exit__(self, exc_type, *exc):
