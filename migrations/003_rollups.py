@@ -14,9 +14,7 @@ from metricstore.rollups.schema import SETTINGS_COLUMNS, TIER_TABLES_DDL
 
 def migrate(migrator, database, *, fake=False):
     dialect = dialect_for(database)
-    for table in TIER_TABLES_DDL:
-        for statement in dialect.create_table_sql(table):
-            database.execute_sql(statement)
+    dialect.create_tables(database, TIER_TABLES_DDL)
     for column in SETTINGS_COLUMNS:
         for statement in dialect.add_column_sql("tenant_settings", column):
             database.execute_sql(statement)
@@ -26,8 +24,7 @@ def migrate(migrator, database, *, fake=False):
 
 def rollback(migrator, database, *, fake=False):
     dialect = dialect_for(database)
-    for table in reversed(TIER_TABLES_DDL):
-        database.execute_sql("DROP TABLE IF EXISTS %s" % dialect.quote(table.name))
+    dialect.drop_tables(database, TIER_TABLES_DDL)
     for column in SETTINGS_COLUMNS:
         database.execute_sql("ALTER TABLE tenant_settings DROP COLUMN %s"
                              % dialect.quote(column.name))

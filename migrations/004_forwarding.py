@@ -67,12 +67,8 @@ TABLES = (
 
 
 def migrate(migrator, database, *, fake=False):
-    dialect = dialect_for(database)
-    for table in TABLES:
-        for statement in dialect.create_table_sql(table):
-            database.execute_sql(statement)
+    dialect_for(database).create_tables(database, TABLES)
 
 
 def rollback(migrator, database, *, fake=False):
-    for table in reversed(TABLES):
-        database.execute_sql("DROP TABLE IF EXISTS %s" % dialect_for(database).quote(table.name))
+    dialect_for(database).drop_tables(database, TABLES)

@@ -94,6 +94,17 @@ class Dialect:
     def table_suffix(self, table):
         return ""
 
+    def create_tables(self, db, tables):
+        """Run :meth:`create_table_sql` for each of ``tables``, in order (idempotent)."""
+        for table in tables:
+            for statement in self.create_table_sql(table):
+                db.execute_sql(statement)
+
+    def drop_tables(self, db, tables):
+        """Drop ``tables`` if they exist, last first (what a migration's rollback does)."""
+        for table in reversed(tables):
+            db.execute_sql("DROP TABLE IF EXISTS %s" % self.quote(table.name))
+
     def prepare(self, db):
         """Create what must exist before migrations (e.g. the tenant schema)."""
 

@@ -354,9 +354,7 @@ class PostgresWriter:
             rows = sorted(rows, key=self.key)
             self.tiers.add(rows)
         if rows:
-            # Bytes, not text: psycopg2 then copies without decoding, and a
-            # server error mid-COPY is not printed to stderr as a SystemError.
-            buffer = io.BytesIO("".join(map(self.format, rows)).encode())
+            buffer = io.StringIO("".join(map(self.format, rows)))
             try:
                 self.cursor.copy_expert("COPY %s FROM STDIN" % self.stage, buffer)
             except SystemError as exc:
