@@ -208,6 +208,7 @@ class Dialect:
         raise NotImplementedError
 
     ranges_source = None      # rows (s, m, lo, hi) of the :ranges parameter (lo, hi in us)
+    ids_source = None         # rows (s) of the :ids parameter (see ids_param)
 
     def ranges_param(self, ranges):
         """Parameters for :attr:`ranges_source` from ``[(sid, mid, lo_us, hi_us)]``."""
