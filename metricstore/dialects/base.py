@@ -209,6 +209,8 @@ class Dialect:
 
     ranges_source = None      # rows (s, m, lo, hi) of the :ranges parameter (lo, hi in us)
     ids_source = None         # rows (s) of the :ids parameter (see ids_param)
+    packed_blobs = None       # aggregates: blobs concatenated and their sizes (or None)
+    packed_values = None      # aggregate: an array of values (or None)
 
     def ranges_param(self, ranges):
         """Parameters for :attr:`ranges_source` from ``[(sid, mid, lo_us, hi_us)]``."""

@@ -30,12 +30,21 @@ class Bins:
         self.ngroups = ngroups
         self._groups, self._ords, self._counts = [], [], []
         self._blob_groups, self._blobs = [], []
+        self._packed = []                    # (groups, sizes, bytes) of packed blobs
 
     def add_blobs(self, groups, blobs):
         """Encoded sketches (bytes or memoryview; None skipped), ``groups[i]``
         for ``blobs[i]``. Parsed later, all at once."""
         self._blob_groups.extend(groups)
         self._blobs.extend(blobs)
+
+    def add_packed(self, group, data, sizes):
+        """Encoded sketches of one group concatenated in ``data``, their
+        byte ``sizes`` in order (what a ``string_agg`` of the sketch column
+        and an ``array_agg`` of its lengths return)."""
+        if sizes:
+            self._packed.append((np.full(len(sizes), group, dtype=np.int64),
+                                 np.asarray(sizes, dtype=np.int64), data))
 
     def _parse_blobs(self):
         """Headers of every blob read as arrays: the common encodings (narrow
@@ -46,10 +55,13 @@ class Bins:
         if None in blobs:
             kept = [i for i, b in enumerate(blobs) if b is not None]
             blobs, groups = [blobs[i] for i in kept], [groups[i] for i in kept]
-        if not blobs:
-            return
-        sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
-        raw = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+        packed, self._packed = self._packed, []
+        if not blobs and not packed:
+            return self._clear()
+        sizes = np.concatenate([np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))]
+                               + [p[1] for p in packed])
+        raw = np.frombuffer(b"".join(blobs + [p[2] for p in packed]), dtype=np.uint8)
+        groups = np.concatenate([np.asarray(groups, dtype=np.int64)] + [p[0] for p in packed])
         starts = np.cumsum(sizes) - sizes
         head = starts[:, None] + np.arange(7)
         h = raw[head].astype(np.int64)
@@ -57,10 +69,10 @@ class Bins:
         offsets = (h[:, 1] | h[:, 2] << 8 | h[:, 3] << 16 | h[:, 4] << 24)
         offsets = np.where(offsets >= 1 << 31, offsets - (1 << 32), offsets)
         lengths = h[:, 5] | h[:, 6] << 8
-        groups = np.asarray(groups, dtype=np.int64)
         fast = (flags == 0) | (flags == HAS_ZERO)
         for i in np.flatnonzero(~fast):
-            self._add_sketch(int(groups[i]), Sketch.decode(blobs[i]))
+            blob = raw[starts[i]:starts[i] + sizes[i]].tobytes()
+            self._add_sketch(int(groups[i]), Sketch.decode(blob))
         if not fast.all():
             raw = raw[np.repeat(fast, sizes)]
             sizes, offsets, lengths, groups, flags = (

@@ -64,9 +64,25 @@ class Columns:
         self._parts = defaultdict(list)
         self.blobs, self.blob_rows = [], []     # tier sketches and their row numbers
         self.values, self.value_rows = [], []   # raw values and their row numbers
+        self.packed = []                        # (row, sketches concatenated, sizes)
+        self.packed_values = []                 # (row, raw values)
         self.size = 0
 
-    def add(self, rows, raw):
+    def add_packed(self, rows, raw):
+        """Rows of one partial aggregate per server whose last two columns
+        are the concatenated sketches and their sizes (tier rows) or whose
+        last column is every raw value (raw rows)."""
+        width = 2 if not raw else 1
+        plain = [r[:-width] + (None,) for r in rows]
+        first = self.size
+        self.add(plain, raw, skip_sketch=True)
+        for i, r in enumerate(rows):
+            if raw:
+                self.packed_values.append((first + i, r[-1]))
+            else:
+                self.packed.append((first + i, r[-2], r[-1]))
+
+    def add(self, rows, raw, skip_sketch=False):
         if not rows:
             return
         cols = list(zip(*rows))
@@ -75,6 +91,8 @@ class Columns:
         self._parts["t"].append(cols[1])
         for name, col in zip(self.columns, cols[2:]):
             if name == "sketch":
+                if skip_sketch:
+                    continue
                 (self.values if raw else self.blobs).extend(col)
                 (self.value_rows if raw else self.blob_rows).append(
                     np.arange(self.size, self.size + n))
@@ -96,17 +114,21 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
     d = dialect_for(db)
     cols = Columns(needed(stats))
     ids = d.ids_param(server_ids)
-    summed = by_server and set(cols.columns) <= set(_TIER_AGG)
+    packed = by_server and d.packed_blobs is not None
+    summed = by_server and set(cols.columns) - {"sketch"} <= set(_TIER_AGG) and (
+        packed or "sketch" not in cols.columns)
     for seg in segments:
         raw = seg.source.name == RAW
         if raw:
             time = "0" if summed else d.micros_sql("x.collected_at")
-            select = "".join(", " + (_RAW_AGG[c] if summed else _RAW_AS[c].format(time=time))
+            agg = dict(_RAW_AGG, sketch=d.packed_values % "x.value" if packed else None)
+            select = "".join(", " + (agg[c] if summed else _RAW_AS[c].format(time=time))
                              for c in cols.columns)
             sql = RAW_COLUMNS.format(time=time, columns=select, ids=d.ids_source)
         else:
             time = "0" if summed else d.micros_sql("t.bucket")
-            select = "".join(", " + (_TIER_AGG[c] if summed else "t.%s" % d.quote(c))
+            agg = dict(_TIER_AGG, sketch=d.packed_blobs % {"c": "t.sketch"} if packed else None)
+            select = "".join(", " + (agg[c] if summed else "t.%s" % d.quote(c))
                              for c in cols.columns)
             sql = TIER_COLUMNS.format(bucket=time, columns=select,
                                       ids=d.ids_source, table=d.quote(seg.source.tier.table))
@@ -114,7 +136,11 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
             sql += " GROUP BY 1"
         params = {"ids": ids, "mid": mid, "lo": d.time_param(from_micros(seg.lo)),
                   "hi": d.time_param(from_micros(seg.hi))}
-        cols.add(db.execute_sql(d.sql(sql), params).fetchall(), raw)
+        rows = db.execute_sql(d.sql(sql), params).fetchall()
+        if summed and "sketch" in cols.columns:
+            cols.add_packed(rows, raw)
+        else:
+            cols.add(rows, raw)
     return cols
 
 
@@ -159,6 +185,10 @@ def reduce(cols, keys, stats):
                 bins.add_blobs(inv[np.concatenate(cols.blob_rows)], cols.blobs)
             if cols.values:
                 bins.add_values(inv[np.concatenate(cols.value_rows)], cols.values)
+            for row, data, sizes in cols.packed:
+                bins.add_packed(inv[row], data, sizes)
+            for row, vals in cols.packed_values:
+                bins.add_values(np.full(len(vals), inv[row]), vals)
             out[stat] = bins.quantiles(PERCENTILES[stat], low, high)
     return groups, out
 
