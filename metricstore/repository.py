@@ -546,20 +546,19 @@ class MetricRepository:
         every_us = every // timedelta(microseconds=1)
         segments = self._segments(start, end, resolution, every_us)
         out = Heatmap(stat, every, starts, {}, names)
-        index = {to_micros(b): i for i, b in enumerate(starts)}
+        ids = sorted(names)
         if segments:
             out.resolution = R.resolution(segments)
             out.error = R.percentile_error((stat,), segments)
-            found = R.grid(self.db, sorted(names), rule.id, every_us, segments, stat)
-        else:
-            found = {sid: {to_micros(b.start): b.stats[stat] for b in self.buckets(
-                sid, metric, start, end, every, stats=(stat,), resolution="raw")}
-                for sid in sorted(names)}
-        for sid in sorted(names):
-            row = [None] * len(starts)
-            for b, v in found.get(sid, {}).items():
-                row[index[b]] = v
-            out.rows[sid] = row
+            out.rows = R.grid(self.db, ids, rule.id, to_micros(first), every_us, len(starts),
+                              segments, stat)
+            return out
+        index = {to_micros(b): i for i, b in enumerate(starts)}
+        for sid in ids:
+            row = out.rows[sid] = [None] * len(starts)
+            for b in self.buckets(sid, metric, start, end, every, stats=(stat,),
+                                  resolution="raw"):
+                row[index[to_micros(b.start)]] = b.stats[stat]
         return out
 
     @guarded(read_only=True)

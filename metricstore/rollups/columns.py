@@ -26,24 +26,19 @@ PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 
 _NEEDS = {"count": ("n",), "sum": ("total",), "avg": ("n", "total"), "min": ("low",),
           "max": ("high",), "last": ("last_at", "last_v")}
-_RAW_AS = {"n": "1", "total": "x.value", "low": "x.value", "high": "x.value",
-           "last_at": "{time}", "last_v": "x.value", "sketch": "x.value"}
+_RAW_AS = {"n": "1", "total": "t.value", "low": "t.value", "high": "t.value",
+           "last_at": "{time}", "last_v": "t.value", "sketch": "t.value"}
 _ORDER = ("n", "total", "low", "high", "last_at", "last_v", "sketch")
 # Partial aggregates per server are mergeable states too: top() by avg,
 # min or max fetches one row a server and segment instead of every bucket.
 _TIER_AGG = {"n": "SUM(t.n)", "total": "SUM(t.total)", "low": "MIN(t.low)",
              "high": "MAX(t.high)"}
-_RAW_AGG = {"n": "COUNT(*)", "total": "SUM(x.value)", "low": "MIN(x.value)",
-            "high": "MAX(x.value)"}
-
-# One query per segment: the servers as a set, the bounds as literals (so
-# PostgreSQL prunes partitions at plan time), one index range scan a server.
-TIER_COLUMNS = ("SELECT t.server_id, {bucket}{columns} FROM {ids} "
-                "JOIN {table} t ON t.server_id = r.s AND t.metric_type_id = :mid "
-                "AND t.bucket >= :lo AND t.bucket < :hi")
-RAW_COLUMNS = ("SELECT x.server_id, {time}{columns} FROM {ids} "
-               "JOIN metrics x ON x.server_id = r.s AND x.metric_type_id = :mid "
-               "AND x.collected_at >= :lo AND x.collected_at < :hi")
+_RAW_AGG = {"n": "COUNT(*)", "total": "SUM(t.value)", "low": "MIN(t.value)",
+            "high": "MAX(t.value)"}
+# One query per segment, through the dialect's per_server_sql (one index
+# range scan a server); the bounds are literals, so PostgreSQL prunes
+# partitions at plan time.
+WHERE = "t.metric_type_id = :mid AND t.{time} >= :lo AND t.{time} < :hi"
 
 
 def needed(stats):
@@ -120,20 +115,19 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
     for seg in segments:
         raw = seg.source.name == RAW
         if raw:
-            time = "0" if summed else d.micros_sql("x.collected_at")
-            agg = dict(_RAW_AGG, sketch=d.packed_values % "x.value" if packed else None)
-            select = "".join(", " + (agg[c] if summed else _RAW_AS[c].format(time=time))
-                             for c in cols.columns)
-            sql = RAW_COLUMNS.format(time=time, columns=select, ids=d.ids_source)
+            table, time = "metrics", "collected_at"
+            agg = dict(_RAW_AGG, sketch=d.packed_values % "t.value" if packed else None)
+            exprs = [_RAW_AS[c].format(time=d.micros_sql("t.collected_at")) for c in cols.columns]
         else:
-            time = "0" if summed else d.micros_sql("t.bucket")
+            table, time = seg.source.tier.table, "bucket"
             agg = dict(_TIER_AGG, sketch=d.packed_blobs % {"c": "t.sketch"} if packed else None)
-            select = "".join(", " + (agg[c] if summed else "t.%s" % d.quote(c))
-                             for c in cols.columns)
-            sql = TIER_COLUMNS.format(bucket=time, columns=select,
-                                      ids=d.ids_source, table=d.quote(seg.source.tier.table))
+            exprs = ["t.%s" % d.quote(c) for c in cols.columns]
         if summed:
-            sql += " GROUP BY 1"
+            exprs = ["0"] + [agg[c] for c in cols.columns]
+        else:
+            exprs = [d.micros_sql("t." + time)] + exprs
+        sql = d.per_server_sql(", ".join(exprs), d.quote(table), WHERE.format(time=time),
+                               grouped=summed)
         params = {"ids": ids, "mid": mid, "lo": d.time_param(from_micros(seg.lo)),
                   "hi": d.time_param(from_micros(seg.hi))}
         rows = db.execute_sql(d.sql(sql), params).fetchall()

@@ -111,19 +111,21 @@ def summary(db, sid, mid, segments, stats):
     return _as_dict(stats, out, 0)
 
 
-def grid(db, server_ids, mid, every_us, segments, stat):
-    """``{sid: {bucket start us: value}}``: one statistic per server and bucket."""
+def grid(db, server_ids, mid, first_us, every_us, width, segments, stat):
+    """``{sid: [value or None, ...]}``: ``stat`` per server and bucket, the
+    ``width`` buckets of ``every_us`` from ``first_us`` (None: no data)."""
     cols = gather(db, server_ids, mid, segments, (stat,))
     sid, t = cols.array("sid", np.int64), cols.array("t", np.int64)
-    shift = int(sid.max()) + 1 if cols.size else 1
-    groups, out = reduce(cols, (t - t % every_us) * shift + sid, (stat,))
-    found = defaultdict(dict)
-    vals = out[stat]
-    if stat == "count":
-        vals = vals.astype(np.int64)
-    for key, v in zip(groups.tolist(), vals.tolist()):
-        found[key % shift][key // shift] = v
-    return found
+    index = {s: i for i, s in enumerate(server_ids)}
+    rows = np.fromiter((index[s] for s in sid.tolist()), np.int64, len(sid))
+    column = (t - t % every_us - first_us) // every_us
+    groups, out = reduce(cols, rows * width + column, (stat,))
+    cells = np.full(len(server_ids) * width, np.nan)
+    cells[groups] = out[stat]
+    cells = cells.reshape(len(server_ids), width).tolist()
+    integer = stat == "count"
+    return {s: [None if v != v else (int(v) if integer else v) for v in row]
+            for s, row in zip(server_ids, cells)}
 
 
 def rates(db, sid, mid, every_us, max_gap_us, segments, counters):
