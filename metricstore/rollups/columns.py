@@ -112,7 +112,11 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
     packed = by_server and d.packed_blobs is not None
     summed = by_server and set(cols.columns) - {"sketch"} <= set(_TIER_AGG) and (
         packed or "sketch" not in cols.columns)
-    for seg in segments:
+    # One statement for the tier segments and one for the raw ones (their
+    # columns differ in type): two round trips whatever the plan's edges.
+    queries = {}
+    params = {"ids": ids, "mid": mid}
+    for i, seg in enumerate(segments):
         raw = seg.source.name == RAW
         if raw:
             table, time = "metrics", "collected_at"
@@ -126,16 +130,30 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
             exprs = ["0"] + [agg[c] for c in cols.columns]
         else:
             exprs = [d.micros_sql("t." + time)] + exprs
-        sql = d.per_server_sql(", ".join(exprs), d.quote(table), WHERE.format(time=time),
-                               grouped=summed)
-        params = {"ids": ids, "mid": mid, "lo": d.time_param(from_micros(seg.lo)),
-                  "hi": d.time_param(from_micros(seg.hi))}
+        tag = _tag(i)
+        where = WHERE.format(time=time).replace(":lo", ":lo_" + tag).replace(":hi", ":hi_" + tag)
+        queries.setdefault(raw, []).append(
+            d.per_server_sql(", ".join(exprs), d.quote(table), where, grouped=summed))
+        params["lo_" + tag] = d.time_param(from_micros(seg.lo))
+        params["hi_" + tag] = d.time_param(from_micros(seg.hi))
+    for raw, parts in queries.items():
+        sql = " UNION ALL ".join("SELECT * FROM (%s) q%d" % (q, i) for i, q in enumerate(parts))
         rows = db.execute_sql(d.sql(sql), params).fetchall()
         if summed and "sketch" in cols.columns:
             cols.add_packed(rows, raw)
         else:
             cols.add(rows, raw)
     return cols
+
+
+def _tag(i):
+    """Letters for a segment's parameter names (``:lo_a``...: names are [a-z_])."""
+    out = ""
+    while True:
+        out = chr(97 + i % 26) + out
+        i //= 26
+        if not i:
+            return out
 
 
 def reduce(cols, keys, stats):
