@@ -138,6 +138,9 @@ class Dialect:
     latest_snapshots = None    # latest snapshot per server (LEFT JOIN): {filter}
     silent = Q.SILENT          # servers with no row since :since
     time_span = Q.TIME_SPAN    # first and last collected_at of {table}
+    tier_span = Q.TIER_SPAN    # first and last bucket of tier table {t}
+    tier_newest = Q.TIER_NEWEST  # newest sample (epoch us) in tier table {t}
+    raw_newest = Q.RAW_NEWEST  # newest raw collected_at
 
     def sql(self, template, **fragments):
         """A template with its fragments filled in, in the driver's style."""

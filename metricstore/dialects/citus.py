@@ -63,6 +63,21 @@ TIME_SPAN = ("SELECT (SELECT min(p.collected_at) FROM servers s CROSS JOIN LATER
              "(SELECT max(p.collected_at) FROM servers s CROSS JOIN LATERAL %s p)" % (
                  probe("{table}", ("collected_at",), "", "collected_at"),
                  probe("{table}", ("collected_at",), "")))
+# Rollup tier status: the same per-series probes (every server x every metric
+# type), each a pushed-down LATERAL grouped by server_id; one scalar
+# subquery per probe direction, as for TIME_SPAN. {t}: the tier table.
+SERIES_PROBE = "SELECT %s(p.{column}) FROM servers s CROSS JOIN metric_types m CROSS JOIN LATERAL %s p"
+
+
+def series_probe(aggregate, table, column, order):
+    return SERIES_PROBE.replace("{column}", column) % (
+        aggregate, probe(table, (column,), "metric_type_id = m.id", order))
+
+
+TIER_SPAN = "SELECT (%s), (%s)" % (series_probe("min", "{t}", "bucket", "bucket"),
+                                   series_probe("max", "{t}", "bucket", "bucket DESC"))
+TIER_NEWEST = series_probe("max", "{t}", "last_at", "bucket DESC")
+RAW_NEWEST = series_probe("max", "metrics", "collected_at", "collected_at DESC")
 # top(): the single node's per-server aggregates, grouped by server_id.
 TOP_PER_SERVER = (
     "SELECT s.id, a.stat FROM servers s CROSS JOIN LATERAL (SELECT server_id, {aggregate} "
@@ -95,6 +110,9 @@ class CitusDialect(PostgresDialect):
     latest_snapshots = LATEST_SNAPSHOTS
     silent = SILENT
     time_span = TIME_SPAN
+    tier_span = TIER_SPAN
+    tier_newest = TIER_NEWEST
+    raw_newest = RAW_NEWEST
 
     def __init__(self, schema=None, version=None):
         super().__init__(schema)
@@ -230,6 +248,9 @@ class CitusSchemaDialect(CitusDialect):
     latest_snapshots = PostgresDialect.latest_snapshots
     silent = Q.SILENT
     time_span = Q.TIME_SPAN
+    tier_span = Q.TIER_SPAN
+    tier_newest = Q.TIER_NEWEST
+    raw_newest = Q.RAW_NEWEST
 
     def top(self, stat, direction):
         return PostgresDialect.top(self, stat, direction)
