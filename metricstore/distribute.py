@@ -9,9 +9,11 @@ all co-located with ``metrics``, so every one-server query is a router query
 to one shard. New month partitions created later are distributed by Citus
 with their parent; run ``distribute`` again after a migration adds a table.
 
-Ids are drawn on the coordinator only (Citus gives workers bigint sequence
-ranges; ``servers.id`` is an int): register servers, provision, maintain and
-distribute through the coordinator; write and read samples through any node.
+A collector may use any node: ``servers.id`` is an int identity that only
+the coordinator can draw (Citus gives workers bigint sequence ranges), so on
+a worker ``add_server`` of a new name runs its insert on the coordinator
+(``CitusDialect.insert_drawing_id``). Provision, maintain and distribute run
+on the coordinator.
 """
 
 from contextlib import nullcontext

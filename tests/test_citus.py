@@ -473,25 +473,47 @@ def worker_url(db, url):
     return re.sub(r"@[^/]+/", "@%s:%d/" % (host, port), url)
 
 
-def test_a_collector_on_a_worker_writes_samples_but_registers_through_the_coordinator(
-        citus_url):
+def test_a_collector_on_a_worker_registers_servers_and_writes_samples(citus_url):
     db = connect(citus_url)
     db.connect()
     metricstore.distribute(db, shard_count=SHARDS)
     sid = MetricRepository(db).add_server("srv-a")
     worker = connect(worker_url(db, citus_url))
     worker.connect()
+    assert not dialect_for(worker).is_coordinator(worker)
     repo = MetricRepository(worker, clock=lambda: NOW)
     assert repo.add_server("srv-a") == sid                          # already registered
-    with pytest.raises(ConfigurationError, match="coordinator"):
-        repo.add_server("srv-new")
-    rows = [(sid, "cpu_percent", float(i), NOW - STEP * i) for i in range(50)]
-    assert repo.record_many(rows).inserted == 50
-    assert repo.record_many(rows).duplicates == 50
+    new = repo.add_server("srv-new")           # its id is drawn on the coordinator
+    assert new not in (None, sid) and repo.add_server("srv-new") == new
+    assert MetricRepository(db).add_server("srv-new") == new
+    assert [s.name for s in repo.servers()] == ["srv-a", "srv-new"]
+    rows = [(s, "cpu_percent", float(i), NOW - STEP * i) for s in (sid, new) for i in range(50)]
+    assert repo.record_many(rows).inserted == 100
+    assert repo.record_many(rows).duplicates == 100
     assert metricstore.get_retention_days(worker) == 30            # reference table
     worker.close()
-    back = MetricRepository(db).series(sid, "cpu_percent", NOW - STEP * 60, NOW + STEP)
-    assert [p.value for p in back] == [float(i) for i in reversed(range(50))]
+    for s in (sid, new):
+        back = MetricRepository(db).series(s, "cpu_percent", NOW - STEP * 60, NOW + STEP)
+        assert [p.value for p in back] == [float(i) for i in reversed(range(50))]
+    db.close()
+
+
+def test_a_collector_on_the_worker_of_a_distributed_schema_registers_servers(citus_url):
+    db = connect(citus_url)
+    db.connect()
+    metricstore.provision(db)
+    (node,) = db.execute_sql(
+        "SELECT DISTINCT nodename || ':' || nodeport FROM pg_catalog.citus_shards "
+        "WHERE table_name = 'servers'::regclass").fetchall()
+    worker = connect(re.sub(r"@[^/]+/", "@%s/" % node[0], citus_url))
+    worker.connect()
+    repo = MetricRepository(worker, clock=lambda: NOW)
+    ids = [repo.add_server("w-%d" % i) for i in range(3)]
+    assert len(set(ids)) == 3 and [repo.add_server("w-%d" % i) for i in range(3)] == ids
+    assert [(s.id, s.name) for s in MetricRepository(db).servers()] == \
+        [(i, "w-%d" % k) for k, i in enumerate(ids)]
+    assert repo.record_many([(ids[1], "cpu_percent", 5.0, NOW)]).inserted == 1
+    worker.close()
     db.close()
 
 

@@ -267,8 +267,10 @@ class Dialect:
         tables by ``column``, co-located (after :meth:`prepare_distribution`)."""
         raise NotImplementedError
 
-    def check_can_draw_ids(self, db, table):
-        """Raise ConfigurationError if this node cannot draw ``table``'s ids."""
+    def insert_drawing_id(self, db, query):
+        """Run peewee insert ``query`` into a table whose ``id`` its identity
+        draws (registering a server). Writes."""
+        query.execute(db)
 
     def attached(self, db, partition):
         """Called after a partition filled on this node was attached."""

@@ -86,6 +86,7 @@ TOP_PER_SERVER = (
     "AND collected_at < :end) src GROUP BY server_id) a "
     "WHERE a.stat IS NOT NULL ORDER BY a.stat {direction}, s.id LIMIT :n")
 
+ON_COORDINATOR = "SELECT success, result FROM run_command_on_coordinator(%s)"
 SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
 IS_DISTRIBUTED = "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass"
 # 'n' + replication model 't': a reference table; 'h': hash-distributed;
@@ -161,15 +162,27 @@ class CitusDialect(PostgresDialect):
         (group,) = db.execute_sql("SELECT groupid FROM pg_dist_local_group").fetchone()
         return group == 0
 
-    def check_can_draw_ids(self, db, table):
-        # Citus hands workers bigint sequence ranges only; the int identities
-        # (servers, maintenance_runs) are drawn on the coordinator.
-        if not self.is_coordinator(db):
+    def insert_drawing_id(self, db, query):
+        """On a worker the insert runs on the coordinator: Citus lets workers
+        draw only bigint sequence values (from the range ``(group + 1) << 48``,
+        which no ``int`` id could hold), and ``servers.id`` is an ``int``
+        identity. The row is in the reference (or single-shard) table when
+        this returns; the id is read back through this node."""
+        if self.is_coordinator(db):
+            return super().insert_drawing_id(db, query)
+        sql, params = query.bind(db).sql()
+        (schema,) = db.execute_sql("SELECT current_schema()").fetchone()
+        with db.cursor() as cursor:
+            insert = cursor.mogrify(sql, params).decode()
+        command = "SET search_path TO %s; %s" % (self.quote(schema), insert)
+        rows = db.execute_sql(ON_COORDINATOR, (command,)).fetchall()
+        if not rows or not rows[0][0]:
             raise ConfigurationError(
-                "%s ids are drawn on the Citus coordinator only: this URL names a worker "
-                "node; register new servers (and run provision, maintain and "
-                "distribute) through the coordinator's URL. Samples and snapshots of "
-                "registered servers may be written through any node" % table)
+                "cannot register through this worker node: the coordinator, which draws "
+                "the ids, refused or could not be reached (%s); check that the "
+                "coordinator is in the Citus metadata (citus_set_coordinator_host) and "
+                "reachable from the workers, or use the coordinator's URL"
+                % (rows[0][1] if rows else "no answer"))
 
     def is_distributed(self, db, table):
         """Whether ``table`` is a Citus table (distributed, reference or in a
