@@ -71,4 +71,6 @@ def distribute(db, retention_days=None, shard_count=None):
                     SHARDED_TABLES, (DISTRIBUTION_COLUMN, SERIES_TABLES[0])).fetchall()]
                 report.changed = dialect.distribute(db, REFERENCE_TABLES, sharded,
                                                     DISTRIBUTION_COLUMN, shard_count)
+        if report.changed:
+            dialect.provisioned(db)        # statistics for the new shard placements
     return report

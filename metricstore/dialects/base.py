@@ -108,6 +108,10 @@ class Dialect:
     def prepare(self, db):
         """Create what must exist before migrations (e.g. the tenant schema)."""
 
+    def provisioned(self, db):
+        """Called at the end of every provisioning (and distributing) run, outside
+        its transactions (idempotent)."""
+
     # -- time ------------------------------------------------------------------
     def time_param(self, dt):
         """Aware UTC datetime -> the value bound for a time column."""
