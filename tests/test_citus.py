@@ -43,6 +43,15 @@ def kinds(db, schema):
     return {name: tuple(rest) for name, *rest in rows}
 
 
+def analyzed(db, table):
+    """Whether every shard placement of ``table`` has statistics (was ANALYZEd)."""
+    rows = db.execute_sql(
+        "SELECT success, result FROM run_command_on_placements(%s::regclass, "
+        "$$SELECT reltuples >= 0 FROM pg_class WHERE oid = '%%s'::regclass$$)",
+        (table,)).fetchall()
+    return bool(rows) and all(row == (True, "t") for row in rows)
+
+
 def schema_of(url):
     return re.search(r"schema=(\w+)", url).group(1)
 
@@ -164,6 +173,7 @@ def test_provisioning_a_tenant_schema_makes_it_a_distributed_schema(citus_url):
     for table in ("servers", "metrics", "server_snapshots", "tenant_settings",
                   "maintenance_runs", "migratehistory"):
         assert tables[table][0] == "schema" and tables[table][2] == group
+    assert analyzed(db, "servers") and analyzed(db, "metric_types")
     assert metricstore.provision(db).migrations_applied == []      # idempotent
     db.close()
 
@@ -209,6 +219,7 @@ def test_distribute_makes_reference_and_colocated_tables_idempotently(citus_url,
     (shards,) = db.execute_sql("SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = "
                                "'metrics'::regclass").fetchone()
     assert shards == SHARDS
+    assert analyzed(db, "servers") and analyzed(db, "metric_types")
     assert metricstore.distribute(db).changed == []
     db.close()
     assert main(["distribute", citus_url]) == 0
