@@ -208,9 +208,8 @@ class MetricRepository:
         registered = Server.select(Server.id).where(Server.name == name).bind(self.db)
         sid = registered.scalar()
         if sid is None:
-            self.dialect.check_can_draw_ids(self.db, "servers")
-            (Server.insert(name=name, created_at=utcnow()).on_conflict_ignore()
-             .execute(self.db))
+            self.dialect.insert_drawing_id(
+                self.db, Server.insert(name=name, created_at=utcnow()).on_conflict_ignore())
             sid = registered.scalar()
         return sid
 

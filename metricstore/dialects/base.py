@@ -108,6 +108,10 @@ class Dialect:
     def prepare(self, db):
         """Create what must exist before migrations (e.g. the tenant schema)."""
 
+    def provisioned(self, db):
+        """Called at the end of every provisioning (and distributing) run, outside
+        its transactions (idempotent)."""
+
     # -- time ------------------------------------------------------------------
     def time_param(self, dt):
         """Aware UTC datetime -> the value bound for a time column."""
@@ -138,6 +142,9 @@ class Dialect:
     latest_snapshots = None    # latest snapshot per server (LEFT JOIN): {filter}
     silent = Q.SILENT          # servers with no row since :since
     time_span = Q.TIME_SPAN    # first and last collected_at of {table}
+    tier_span = Q.TIER_SPAN    # first and last bucket of tier table {t}
+    tier_newest = Q.TIER_NEWEST  # newest sample (epoch us) in tier table {t}
+    raw_newest = Q.RAW_NEWEST  # newest raw collected_at
 
     def sql(self, template, **fragments):
         """A template with its fragments filled in, in the driver's style."""
@@ -276,8 +283,10 @@ class Dialect:
         tables by ``column``, co-located (after :meth:`prepare_distribution`)."""
         raise NotImplementedError
 
-    def check_can_draw_ids(self, db, table):
-        """Raise ConfigurationError if this node cannot draw ``table``'s ids."""
+    def insert_drawing_id(self, db, query):
+        """Run peewee insert ``query`` into a table whose ``id`` its identity
+        draws (registering a server). Writes."""
+        query.execute(db)
 
     def attached(self, db, partition):
         """Called after a partition filled on this node was attached."""

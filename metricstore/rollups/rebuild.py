@@ -133,30 +133,21 @@ class TierStatus:
     lag: object             # newest raw sample minus the newest sample in the tier
 
 
-PROBES = ("SELECT MIN((SELECT MIN(bucket) FROM {t} WHERE server_id = s.id "
-          "AND metric_type_id = m.id)), MAX((SELECT MAX(bucket) FROM {t} "
-          "WHERE server_id = s.id AND metric_type_id = m.id)) FROM servers s, metric_types m")
-NEWEST = ("SELECT MAX((SELECT MAX(last_at) FROM {t} WHERE server_id = s.id AND "
-          "metric_type_id = m.id AND bucket = (SELECT MAX(bucket) FROM {t} WHERE "
-          "server_id = s.id AND metric_type_id = m.id))) FROM servers s, metric_types m")
-RAW_NEWEST = ("SELECT MAX((SELECT MAX(collected_at) FROM metrics WHERE server_id = s.id "
-              "AND metric_type_id = m.id)) FROM servers s, metric_types m")
-
-
 def tier_status(db, now=None):
     """:class:`TierStatus` of every tier, finest first (read-only; index probes
-    per series, no scans)."""
+    per series, no scans: the dialect's ``tier_span``, ``tier_newest`` and
+    ``raw_newest`` shapes)."""
     d = dialect_for(db)
     now = to_utc(now or utcnow(), "now")
     days = effective_tier_retention(db)
-    (raw_newest,) = db.execute_sql(RAW_NEWEST).fetchone()
+    (raw_newest,) = db.execute_sql(d.raw_newest).fetchone()
     raw_newest = d.time_result(raw_newest)
     out = []
     for tier in TIERS:
         q = d.quote(tier.table)
         rows, exact = d.row_count(db, tier.table)
-        first, last = db.execute_sql(PROBES.format(t=q)).fetchone()
-        (newest,) = db.execute_sql(NEWEST.format(t=q)).fetchone()
+        first, last = db.execute_sql(d.tier_span.format(t=q)).fetchone()
+        (newest,) = db.execute_sql(d.tier_newest.format(t=q)).fetchone()
         lag = None
         if raw_newest is not None:
             lag = raw_newest - from_micros(newest) if newest is not None else None
