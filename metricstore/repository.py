@@ -62,6 +62,15 @@ class Bucket:
         except KeyError:
             raise AttributeError(name) from None
 
+    @classmethod
+    def of(cls, start, end, stats, resolution, error):
+        """A bucket without the frozen dataclass's per-field __init__ (a
+        30-day chart builds 720 of them)."""
+        out = object.__new__(cls)
+        out.__dict__.update(start=start, end=end, stats=stats, resolution=resolution,
+                            error=error)
+        return out
+
 
 class Rate(NamedTuple):
     """Per-second rate in ``[start, end)``: ``delta / seconds`` over ``pairs``
@@ -356,10 +365,11 @@ class MetricRepository:
         if segments:
             name, error = R.resolution(segments), R.percentile_error(stats, segments)
             out.resolution, out.error = name, error
+            make = Bucket.of
             for g, values in R.buckets(self.db, params["sid"], rule.id, every_us, segments,
                                        stats):
                 begin = EPOCH + timedelta(microseconds=g)
-                found[begin] = Bucket(begin, begin + every, values, name, error)
+                found[begin] = make(begin, begin + every, values, name, error)
         else:
             params["every"] = self.dialect.interval_param(every)
             d = self.dialect
