@@ -90,11 +90,12 @@ class Store:
 
 
 class Sketch:
-    """Counts per logarithmic bin; ``add``, ``merge``, ``quantile``, ``encode``."""
-    __slots__ = ("pos", "neg", "zero")
+    """Counts per logarithmic bin; ``add``, ``merge``, ``quantile``, ``encode``.
+    ``blob``: the encoding when known (set by a builder, cleared by a change)."""
+    __slots__ = ("pos", "neg", "zero", "blob")
 
     def __init__(self):
-        self.pos, self.neg, self.zero = Store(), Store(), 0
+        self.pos, self.neg, self.zero, self.blob = Store(), Store(), 0, None
 
     @classmethod
     def of(cls, values):
@@ -104,6 +105,7 @@ class Sketch:
         return s
 
     def add(self, v):
+        self.blob = None
         if v >= ZERO:
             self.pos.add_key(math.ceil(math.log(v) * INV_LOG_GAMMA))
         elif v <= -ZERO:
@@ -115,6 +117,7 @@ class Sketch:
         """Add every value of a sequence (faster than :meth:`add` one by one)."""
         if not values:
             return
+        self.blob = None
         if min(values) < ZERO:
             positive = [v for v in values if v >= ZERO]
             for v in values:
@@ -133,6 +136,7 @@ class Sketch:
 
     def merge(self, other):
         """Add ``other``'s counts to this sketch (in place); returns self."""
+        self.blob = None
         self.pos.merge(other.pos)
         self.neg.merge(other.neg)
         self.zero += other.zero
@@ -192,6 +196,8 @@ class Sketch:
         return value
 
     def encode(self):
+        if self.blob is not None:
+            return self.blob
         try:                                 # narrow counts unless one passes 65535
             pos, neg = array("H", self.pos.counts), array("H", self.neg.counts)
             wide = 0
