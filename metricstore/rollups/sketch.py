@@ -97,6 +97,10 @@ class Sketch:
     def __init__(self):
         self.pos, self.neg, self.zero, self.blob = Store(), Store(), 0, None
 
+    def _own(self):
+        """About to change: the stored encoding no longer holds."""
+        self.blob = None
+
     @classmethod
     def of(cls, values):
         s = cls()
@@ -105,7 +109,7 @@ class Sketch:
         return s
 
     def add(self, v):
-        self.blob = None
+        self._own()
         if v >= ZERO:
             self.pos.add_key(math.ceil(math.log(v) * INV_LOG_GAMMA))
         elif v <= -ZERO:
@@ -117,7 +121,7 @@ class Sketch:
         """Add every value of a sequence (faster than :meth:`add` one by one)."""
         if not values:
             return
-        self.blob = None
+        self._own()
         if min(values) < ZERO:
             positive = [v for v in values if v >= ZERO]
             for v in values:
@@ -136,7 +140,7 @@ class Sketch:
 
     def merge(self, other):
         """Add ``other``'s counts to this sketch (in place); returns self."""
-        self.blob = None
+        self._own()
         self.pos.merge(other.pos)
         self.neg.merge(other.neg)
         self.zero += other.zero
@@ -235,3 +239,23 @@ class Sketch:
         if flags & HAS_NEG:
             s.neg, at = store(at)
         return s
+
+
+class EncodedSketch(Sketch):
+    """A sketch known by its encoding: bins decoded only when read or
+    changed (a new bucket's sketch is written back as it was built)."""
+    __slots__ = ()
+
+    def __init__(self, blob):
+        self.blob = blob
+
+    def __getattr__(self, name):          # pos / neg / zero not set yet
+        if name not in ("pos", "neg", "zero"):
+            raise AttributeError(name)
+        decoded = Sketch.decode(self.blob)
+        self.pos, self.neg, self.zero = decoded.pos, decoded.neg, decoded.zero
+        return getattr(self, name)
+
+    def _own(self):
+        self.pos                          # decode before the encoding is dropped
+        self.blob = None

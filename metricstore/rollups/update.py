@@ -26,7 +26,7 @@ import numpy as np
 
 from . import store
 from .rebuild_helpers import coarsen
-from .sketch import HAS_ZERO, INV_LOG_GAMMA, ZERO, Sketch, Store
+from .sketch import HAS_ZERO, INV_LOG_GAMMA, ZERO, EncodedSketch, Sketch, Store
 from .state import State
 from .tiers import TIER_1D, TIER_1H, TIER_5M, TIER_MAX_GAP_US, US
 
@@ -164,22 +164,27 @@ class BucketArrays:
 
     def states(self, counters):
         """``{(sid, mid, bucket us): State}`` (one Python step a bucket)."""
-        cells = self.cells.tolist()
         narrow = not len(self.cells) or int(self.cells.max()) <= 0xFFFF
-        raw = self.cells.astype("<u2").tobytes() if narrow else None
+        if narrow:
+            raw = self.cells.astype("<u2").tobytes()
+        else:
+            cells = self.cells.tolist()
         head, zero_count = _HEAD.pack, _ZERO_COUNT.pack
         new_sketch, empty = Sketch.__new__, Store
         out = {}
         for (g_sid, g_mid, g_b, cnt, fa, la, p_, z, km, sp, bs), (tot, lo, hi, fv, lv, i_, e_) \
                 in zip(zip(*self.ints.tolist()), zip(*self.floats.tolist())):
-            sketch = new_sketch(Sketch)
-            sketch.pos = Store(km, cells[bs:bs + sp]) if sp else empty()
-            sketch.neg, sketch.zero = empty(), z
-            # Its encoding, as Sketch.encode writes it (flags, offset, length,
-            # uint16 counts, then the zero count when there are zeros).
-            sketch.blob = (head(HAS_ZERO if z else 0, km if sp else 0, sp)
-                           + raw[2 * bs:2 * (bs + sp)] + (zero_count(z) if z else b"")
-                           if narrow else None)
+            if narrow:
+                # Its encoding, as Sketch.encode writes it (flags, offset, length,
+                # uint16 counts, the zero count when there are zeros); bins
+                # decoded only if a merge needs them.
+                sketch = EncodedSketch(head(HAS_ZERO if z else 0, km if sp else 0, sp)
+                                       + raw[2 * bs:2 * (bs + sp)]
+                                       + (zero_count(z) if z else b""))
+            else:
+                sketch = new_sketch(Sketch)
+                sketch.pos = Store(km, cells[bs:bs + sp]) if sp else empty()
+                sketch.neg, sketch.zero, sketch.blob = empty(), z, None
             counter = g_mid in counters
             out[g_sid, g_mid, g_b] = State(g_b, cnt, tot, lo, hi, fa, fv, la, lv,
                                            i_ if counter else None, e_ if counter else None,
@@ -290,6 +295,24 @@ class TierUpdater:
             finer = tier
 
 
+def lookup_ranges(keys, width_us):
+    """Ranges ``(sid, mid, lo, hi)`` that find the stored rows of ``keys``:
+    one span a series (a batch of new samples: one index range scan that
+    finds at most its boundary bucket), or one range a key where the span
+    would read many buckets the batch does not touch."""
+    series = {}
+    for s, m, b in keys:
+        series.setdefault((s, m), []).append(b)
+    out = []
+    for (s, m), buckets in series.items():
+        lo, hi = min(buckets), max(buckets)
+        if (hi - lo) // width_us + 1 <= 2 * len(buckets):
+            out.append((s, m, lo, hi + 1))
+        else:
+            out.extend((s, m, b, b + 1) for b in buckets)
+    return sorted(out)
+
+
 @contextmanager
 def _no_cyclic_gc():
     """The cyclic garbage collector paused while a flush builds its states:
@@ -311,10 +334,11 @@ def merge_stored(db, tier, delta, counters):
     out, again = dict(delta), set()
     if not delta:
         return out, again
-    w = 1
-    stored = store.tier_states(db, tier, sorted((s, m, b, b + w) for s, m, b in delta))
+    stored = store.tier_states(db, tier, lookup_ranges(delta, tier.width_us))
     for key, old in stored.items():
-        new = out[key]
+        new = out.get(key)
+        if new is None:                      # inside a looked-up span, not in the batch
+            continue
         if new.first_at > old.last_at:
             out[key] = old.absorb(new)
         elif new.last_at < old.first_at:
