@@ -237,10 +237,12 @@ class Dialect:
         into a tier table, replacing rows with the same key."""
         raise NotImplementedError
 
-    def upsert_sql(self, table, columns, values):
+    def upsert_sql(self, table, columns, source):
+        """INSERT of ``source`` (``VALUES ...`` or a ``SELECT``) into a tier
+        table, replacing the rows of the same (server, metric, bucket)."""
         names = ("server_id", "metric_type_id", "bucket") + tuple(columns)
-        return ("INSERT INTO %s (%s) VALUES %s ON CONFLICT (server_id, metric_type_id, bucket) "
-                "DO UPDATE SET %s" % (self.quote(table), self.cols(names), values,
+        return ("INSERT INTO %s (%s) %s ON CONFLICT (server_id, metric_type_id, bucket) "
+                "DO UPDATE SET %s" % (self.quote(table), self.cols(names), source,
                                       ", ".join("%s = excluded.%s" % (self.quote(c), self.quote(c))
                                                 for c in columns)))
     # -- store and forward (metricstore.forwarding) --------------------------------

@@ -35,6 +35,7 @@ WIDTHS = (W5, TIER_1H.width_us, TIER_1D.width_us)
 _HEAD, _ZERO_COUNT = struct.Struct("<BiH"), struct.Struct("<I")
 _SERIES, _TIME = itemgetter(0, 1), itemgetter(3)
 _SID, _MID, _VALUE = itemgetter(0), itemgetter(1), itemgetter(2)
+_ROW_KEY = itemgetter(0, 1, 3)
 REDO = -1
 
 
@@ -80,8 +81,9 @@ def chunk_states_np(rows, counters):
 
 
 def chunk_arrays(rows):
-    """``(sid, mid, value, us)`` arrays of staged rows (32 bytes a row), or
-    None when they are not sorted by (sid, mid, us) or hold a negative value."""
+    """``(sid, mid, value, us)`` arrays of staged rows (32 bytes a row),
+    sorted by (sid, mid, us) (stably: of rows repeating a key the first
+    stays first), or None when a value is negative."""
     # fromiter over itemgetters allocates no container object, so it triggers
     # no garbage collection (zip(*rows) did: 3x the time over a 254 k-row batch).
     n = len(rows)
@@ -93,7 +95,8 @@ def chunk_arrays(rows):
     step = t[1:] - t[:-1]
     if (~same_series & ((sid[1:] < sid[:-1]) | ((sid[1:] == sid[:-1]) & (mid[1:] < mid[:-1])))).any() \
             or (same_series & (step < 0)).any():
-        return None
+        order = np.lexsort((t, mid, sid))          # stable
+        sid, mid, v, t = sid[order], mid[order], v[order], t[order]
     return sid, mid, v, t
 
 
@@ -205,15 +208,15 @@ class TierUpdater:
         self.pending = []           # staged chunks; states built only if rows went in
 
     def add(self, rows):
-        """Staged rows ``(sid, mid, value, us)`` sorted by (sid, mid, us):
-        kept as arrays of 5-minute, hourly and daily buckets until the flush
-        says whether any went in (a re-send builds no state); chunks the
-        arrays cannot take become 5-minute states now."""
+        """Staged rows ``(sid, mid, value, us)`` in any order: kept as arrays
+        of 5-minute, hourly and daily buckets until the flush says whether
+        any went in (a re-send builds no state); chunks the arrays cannot
+        take (small, or with negative values) become 5-minute states now."""
         if not rows:
             return
         arrays = chunk_arrays(rows) if len(rows) >= VECTOR_MIN_ROWS else None
         self.pending.append(bucket_arrays(*arrays, WIDTHS) if arrays is not None
-                            else _chunk_states(rows, self.counters))
+                            else _chunk_states(sorted(rows, key=_ROW_KEY), self.counters))
 
     def _states(self, chunks, level=0):
         """``(deltas, redo)``: the states of the staged chunks at ``level``
