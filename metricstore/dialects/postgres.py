@@ -351,12 +351,6 @@ class PostgresWriter:
               "SELECT {names}, timestamptz '1970-01-01 00:00:00+00' + micros * interval '1 microsecond' "
               "FROM {stage} ORDER BY {order} ON CONFLICT DO NOTHING")
 
-    # With tiers: the rows actually inserted, counted per (series, 5-minute bucket).
-    COUNTED = ("WITH ins AS ({insert} RETURNING server_id, metric_type_id, collected_at) "
-               "SELECT server_id, metric_type_id, us - us % 300000000, count(*) FROM "
-               "(SELECT server_id, metric_type_id, (extract(epoch FROM collected_at) "
-               "* 1000000)::bigint AS us FROM ins) x GROUP BY 1, 2, 3")
-
     def __init__(self, db, dialect, target, tiers=None):
         self.db, self.target, self.tiers = db, target, tiers
         q = dialect.quote
@@ -394,17 +388,12 @@ class PostgresWriter:
         insert = self.INSERT.format(table=self.target.table, names=self.names,
                                     stage=self.stage, order=self.order)
         with self.db.atomic():
-            if self.tiers is None:
-                inserted = self.insert(insert)
-            else:
-                # RETURNING counts what was stored on every engine (Citus too).
-                plain = PostgresWriter.INSERT.format(table=self.target.table,
-                                                     names=self.names, stage=self.stage,
-                                                     order=self.order)
-                self.cursor.execute(self.COUNTED.format(insert=plain))
-                counts = {(s, m, b): n for s, m, b, n in self.cursor.fetchall()}
-                self.tiers.flushed(counts)
-                inserted = sum(counts.values())
+            inserted = self.insert(insert)
+            if self.tiers is not None:
+                # All staged rows stored, none, or some (then the touched
+                # buckets are recomputed from raw): the count alone decides,
+                # so the insert needs no RETURNING (which cost ~1.5x its time).
+                self.tiers.flushed(inserted)
         try:
             self.cursor.execute("TRUNCATE %s" % self.stage)
         except Exception:

@@ -1,14 +1,14 @@
 """The write path's tier update: runs inside the write transaction, from
 exactly the rows that were inserted.
 
-The writer hands each sorted chunk of staged rows to :meth:`TierUpdater.add`,
-which builds the chunk's 5-minute states in Python (of rows repeating a key
-the first wins, as in the raw insert), and after each flush's raw insert,
-in the same transaction, what was inserted to :meth:`~TierUpdater.flushed`:
-PostgreSQL's insert returns the count per (series, 5-minute bucket);
-SQLite's the number of rows: a flush inserted whole takes the batch states
-as built, one inserted not at all (a re-send) changes nothing, and a partly
-inserted one is recomputed from raw.
+The writer hands each chunk of staged rows to :meth:`TierUpdater.add`,
+which keeps it as arrays of 5-minute, hourly and daily buckets (numpy; of
+rows repeating a key the first wins, as in the raw insert), and after each
+flush's raw insert, in the same transaction, the number of rows it stored
+to :meth:`~TierUpdater.flushed`: a flush inserted whole takes the batch
+states built from its rows, one inserted not at all (a re-send) builds
+nothing and changes nothing, and a partly inserted one is recomputed from
+raw.
 
 The update then merges each bucket's batch state into the
 stored one (in time order; counter samples that interleave with stored ones
@@ -242,23 +242,21 @@ class TierUpdater:
     def flushed(self, inserted):
         """Inside the flush's transaction, after the raw insert: update the tiers.
 
-        ``inserted``: ``{(sid, mid, 5-minute bucket us): rows inserted}``
-        (PostgreSQL), or the number of staged rows inserted (SQLite): all of
+        ``inserted``: the number of staged rows the insert stored: all of
         them (each batch state is exact), none (a re-send: nothing to do, and
         no state is even built), or some (every bucket of the flush is
         recomputed from raw).
         """
         chunks, self.pending = self.pending, []
-        if not inserted or (isinstance(inserted, dict) and not any(inserted.values())):
+        if not inserted:
             return
         with _no_cyclic_gc():
             self._update(chunks, inserted)
 
     def _update(self, chunks, inserted):
         deltas, redo = self._states(chunks)
-        if not isinstance(inserted, dict):
-            whole = not redo and inserted == sum(s.count for s in deltas.values())
-            inserted = {key: (s.count if whole else REDO) for key, s in deltas.items()}
+        whole = not redo and inserted == sum(s.count for s in deltas.values())
+        inserted = {key: (s.count if whole else REDO) for key, s in deltas.items()}
         # Every staged row went in: the hourly and daily batch states come
         # straight from the rows (as the 5-minute ones do), not from merging.
         coarse = None
