@@ -260,9 +260,7 @@ class TierUpdater:
         # Every staged row went in: the hourly and daily batch states come
         # straight from the rows (as the 5-minute ones do), not from merging.
         coarse = None
-        if not redo and all(not isinstance(c, dict) for c in chunks) and all(
-                n == deltas[key].count for key, n in inserted.items() if key in deltas) \
-                and len(inserted) == len(deltas):
+        if whole and all(not isinstance(c, dict) for c in chunks):
             coarse = {TIER_1H: self._states(chunks, 1), TIER_1D: self._states(chunks, 2)}
         self.apply(deltas, redo, inserted, coarse)
 
