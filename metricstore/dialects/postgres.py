@@ -287,7 +287,7 @@ class PostgresDialect(Dialect):
             return
         stage = self.quote("metricstore_upsert_%s_%d" % (table, len(columns)))
         names = self.cols(columns)
-        buffer = io.StringIO("".join(map(_copy_line, rows)))
+        buffer = io.StringIO("".join(map(copy_line, rows)))
         with db.cursor() as cursor:
             cursor.execute("CREATE TEMP TABLE IF NOT EXISTS %s AS SELECT server_id, "
                            "metric_type_id, 0::bigint AS bucket_us, %s FROM %s WITH NO DATA"
@@ -413,8 +413,9 @@ class PostgresWriter:
         return False
 
 
-def _copy_field(v):
-    """One value in COPY's text format (tier rows: ints, floats, bytes, None)."""
+def copy_field(v):
+    """One value in COPY's text format: None, float (repr: exact), bytes
+    (bytea hex), anything else as str."""
     if v is None:
         return "\\N"
     if isinstance(v, (bytes, bytearray, memoryview)):
@@ -424,5 +425,6 @@ def _copy_field(v):
     return str(v)
 
 
-def _copy_line(row):
-    return "\t".join(map(_copy_field, row)) + "\n"
+def copy_line(row):
+    """A row tuple as one line of COPY's text format."""
+    return "\t".join(map(copy_field, row)) + "\n"
