@@ -239,23 +239,26 @@ class TierUpdater:
                     redo.add(key)
         return deltas, redo
 
-    def flushed(self, inserted):
+    def flushed(self, inserted, staged=None):
         """Inside the flush's transaction, after the raw insert: update the tiers.
 
         ``inserted``: the number of staged rows the insert stored: all of
         them (each batch state is exact), none (a re-send: nothing to do, and
         no state is even built), or some (every bucket of the flush is
-        recomputed from raw).
+        recomputed from raw). ``staged``: how many distinct rows were staged
+        (default: the rows the 5-minute states hold).
         """
         chunks, self.pending = self.pending, []
         if not inserted:
             return
         with _no_cyclic_gc():
-            self._update(chunks, inserted)
+            self._update(chunks, inserted, staged)
 
-    def _update(self, chunks, inserted):
+    def _update(self, chunks, inserted, staged=None):
         deltas, redo = self._states(chunks)
-        whole = not redo and inserted == sum(s.count for s in deltas.values())
+        if staged is None:
+            staged = sum(s.count for s in deltas.values())
+        whole = not redo and inserted == staged
         inserted = {key: (s.count if whole else REDO) for key, s in deltas.items()}
         # Every staged row went in: the hourly and daily batch states come
         # straight from the rows (as the 5-minute ones do), not from merging.
