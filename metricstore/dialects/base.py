@@ -219,6 +219,17 @@ class Dialect:
     packed_blobs = None       # aggregates: blobs concatenated and their sizes (or None)
     packed_values = None      # aggregate: an array of values (or None)
 
+    def fetch_numbers(self, db, sql, params, width):
+        """The rows of ``sql`` (``width`` columns, all non-NULL numbers) as
+        arrays: the first two int64 (server id, time us), the rest float64."""
+        import numpy as np
+        rows = db.execute_sql(sql, params).fetchall()
+        if not rows:
+            return [np.zeros(0, np.int64)] * 2 + [np.zeros(0)] * (width - 2)
+        cols = list(zip(*rows))
+        return [np.asarray(c, dtype=np.int64 if i < 2 else np.float64)
+                for i, c in enumerate(cols)]
+
     def per_server_sql(self, select, table, where, grouped=False):
         """``SELECT server id, <select>`` over the rows (alias ``t``) of
         ``table`` matching ``where`` of each server in ``:ids``; with

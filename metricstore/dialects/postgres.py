@@ -146,6 +146,31 @@ class PostgresDialect(Dialect):
     packed_blobs = "string_agg(%(c)s, ''::bytea), array_agg(length(%(c)s))"
     packed_values = "array_agg(%s)"
 
+    def fetch_numbers(self, db, sql, params, width):
+        # COPY ... TO STDOUT in the binary format: every field 8 bytes, so
+        # the rows are read as one numpy record array, no Python object a
+        # value (a 500-server heatmap: 84 k rows, ~100 ms less than text).
+        import numpy as np
+        names = ", ".join("%s::%s" % (c, "int8" if i < 2 else "float8")
+                          for i, c in enumerate(["s"] + ["c%d" % k for k in range(width - 1)]))
+        with db.cursor() as cursor:
+            query = cursor.mogrify(sql, params).decode()
+            out = io.BytesIO()
+            cursor.copy_expert("COPY (SELECT %s FROM (%s) u) TO STDOUT WITH (FORMAT binary)"
+                               % (names, query), out)
+        data = out.getbuffer()
+        header = 19 + int.from_bytes(data[15:19], "big")
+        fields = [("count", ">i2")]
+        for i in range(width):
+            fields += [("l%d" % i, ">i4"), ("v%d" % i, ">i8" if i < 2 else ">f8")]
+        rows = np.frombuffer(data, dtype=np.dtype(fields), offset=header,
+                             count=(len(data) - header - 2) // (2 + 12 * width))
+        if len(rows) and not ((rows["count"] == width).all() and all(
+                (rows["l%d" % i] == 8).all() for i in range(width))):
+            return super().fetch_numbers(db, sql, params, width)     # a NULL: as text
+        return [rows["v%d" % i].astype(np.int64 if i < 2 else np.float64)
+                for i in range(width)]
+
     def per_server_sql(self, select, table, where, grouped=False):
         # LATERAL: one index range scan a server whatever the planner
         # estimates for the id array (a plain join of 500 ids chose a hash

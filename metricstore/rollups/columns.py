@@ -95,6 +95,16 @@ class Columns:
                 self._parts[name].append(col)
         self.size += n
 
+    def add_arrays(self, arrays):
+        """Columns as arrays (sid, t, then :attr:`columns`, no sketch)."""
+        if not len(arrays[0]):
+            return
+        self._parts["sid"].append(arrays[0])
+        self._parts["t"].append(arrays[1])
+        for name, col in zip(self.columns, arrays[2:]):
+            self._parts[name].append(col)
+        self.size += len(arrays[0])
+
     def array(self, name, dtype=np.float64):
         parts = self._parts.get(name)
         if not parts:
@@ -137,14 +147,20 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
             exprs = ["0"] + [agg[c] for c in cols.columns]
         else:
             exprs = [d.micros_sql("t." + time)] + exprs
+        exprs = ["%s AS c%d" % (e, k) for k, e in enumerate(exprs)]
         tag = _tag(i)
         where = where.format(time=time).replace(":lo", ":lo_" + tag).replace(":hi", ":hi_" + tag)
         queries.setdefault(raw, []).append(
             d.per_server_sql(", ".join(exprs), d.quote(table), where, grouped=summed))
         params["lo_" + tag] = d.time_param(from_micros(seg.lo))
         params["hi_" + tag] = d.time_param(from_micros(seg.hi))
+    # Many rows of numbers only (not one per server): read as arrays.
+    numbers = "sketch" not in cols.columns and not summed
     for raw, parts in queries.items():
         sql = " UNION ALL ".join("SELECT * FROM (%s) q%d" % (q, i) for i, q in enumerate(parts))
+        if numbers:
+            cols.add_arrays(d.fetch_numbers(db, d.sql(sql), params, 2 + len(cols.columns)))
+            continue
         rows = db.execute_sql(d.sql(sql), params).fetchall()
         if summed and "sketch" in cols.columns:
             cols.add_packed(rows, raw)
