@@ -369,10 +369,10 @@ class MetricRepository:
         if segments:
             name, error = R.resolution(segments), R.percentile_error(stats, segments)
             out.resolution, out.error = name, error
-            make = Bucket.of
+            make, step = Bucket.of, timedelta
             for g, values in R.buckets(self.db, params["sid"], rule.id, every_us, segments,
                                        stats):
-                begin = EPOCH + timedelta(microseconds=g)
+                begin = EPOCH + step(0, g // 1_000_000, g % 1_000_000)
                 found[begin] = make(begin, begin + every, values, name, error)
         else:
             params["every"] = self.dialect.interval_param(every)

@@ -230,11 +230,16 @@ class Dialect:
         return [np.asarray(c, dtype=np.int64 if i < 2 else np.float64)
                 for i, c in enumerate(cols)]
 
-    def per_server_sql(self, select, table, where, grouped=False):
+    def per_server_sql(self, select, table, where, grouped=False, single=False):
         """``SELECT server id, <select>`` over the rows (alias ``t``) of
-        ``table`` matching ``where`` of each server in ``:ids``; with
+        ``table`` matching ``where`` of each server in ``:ids`` (``single``:
+        of the one server ``:sid``, a plain index range scan); with
         ``grouped`` one row a server holding the aggregates of ``select``
         (servers with no row left out)."""
+        if single:
+            sql = "SELECT t.server_id AS s, %s FROM %s t WHERE t.server_id = :sid AND %s" % (
+                select, table, where)
+            return sql + " GROUP BY t.server_id" if grouped else sql
         sql = "SELECT r.s, %s FROM %s JOIN %s t ON t.server_id = r.s AND %s" % (
             select, self.ids_source, table, where)
         return sql + " GROUP BY r.s" if grouped else sql

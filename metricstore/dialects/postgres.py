@@ -171,7 +171,9 @@ class PostgresDialect(Dialect):
         return [rows["v%d" % i].astype(np.int64 if i < 2 else np.float64)
                 for i in range(width)]
 
-    def per_server_sql(self, select, table, where, grouped=False):
+    def per_server_sql(self, select, table, where, grouped=False, single=False):
+        if single:
+            return super().per_server_sql(select, table, where, grouped, single)
         # LATERAL: one index range scan a server whatever the planner
         # estimates for the id array (a plain join of 500 ids chose a hash
         # join over whole partitions: 49-68 ms against 6-11 ms for the same

@@ -125,7 +125,7 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
     # One statement for the tier segments and one for the raw ones (their
     # columns differ in type): two round trips whatever the plan's edges.
     queries = {}
-    params = {"ids": ids, "mid": mid}
+    params = {"ids": ids, "mid": mid, "sid": server_ids[0] if server_ids else None}
     for i, seg in enumerate(segments):
         raw = seg.source.name == RAW
         if raw:
@@ -151,7 +151,8 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
         tag = _tag(i)
         where = where.format(time=time).replace(":lo", ":lo_" + tag).replace(":hi", ":hi_" + tag)
         queries.setdefault(raw, []).append(
-            d.per_server_sql(", ".join(exprs), d.quote(table), where, grouped=summed))
+            d.per_server_sql(", ".join(exprs), d.quote(table), where, grouped=summed,
+                             single=len(server_ids) == 1))
         params["lo_" + tag] = d.time_param(from_micros(seg.lo))
         params["hi_" + tag] = d.time_param(from_micros(seg.hi))
     # Many rows of numbers only (not one per server): read as arrays.
