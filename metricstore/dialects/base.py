@@ -230,6 +230,11 @@ class Dialect:
         return [np.asarray(c, dtype=np.int64 if i < 2 else np.float64)
                 for i, c in enumerate(cols)]
 
+    def fetch_packed(self, db, sql, params, width, raw):
+        """Rows of ``sql``: server id, 0, ``width - 1`` aggregates, then the
+        packed sketches (blobs, sizes) or, with ``raw``, the values array."""
+        return db.execute_sql(sql, params).fetchall()
+
     def per_server_sql(self, select, table, where, grouped=False, single=False):
         """``SELECT server id, <select>`` over the rows (alias ``t``) of
         ``table`` matching ``where`` of each server in ``:ids`` (``single``:

@@ -6,6 +6,7 @@ and bucket queries are index-only scans.
 """
 
 import io
+import struct
 from dataclasses import replace
 import re
 from operator import itemgetter
@@ -170,6 +171,43 @@ class PostgresDialect(Dialect):
             return super().fetch_numbers(db, sql, params, width)     # a NULL: as text
         return [rows["v%d" % i].astype(np.int64 if i < 2 else np.float64)
                 for i in range(width)]
+
+    def fetch_packed(self, db, sql, params, width, raw):
+        # Binary COPY: the sketches arrive as bytes, not hex text (half the
+        # bytes on the wire, no decoding); one Python step a server.
+        import numpy as np
+        with db.cursor() as cursor:
+            query = cursor.mogrify(sql, params).decode()
+            out = io.BytesIO()
+            cursor.copy_expert("COPY (SELECT * FROM (%s) u) TO STDOUT WITH (FORMAT binary)"
+                               % query, out)
+        data = out.getvalue()
+        at = 19 + int.from_bytes(data[15:19], "big")
+        unpack = _FIELD.unpack_from
+        rows = []
+        while True:
+            (count,) = _COUNT.unpack_from(data, at)
+            if count == -1:
+                return rows
+            at += 2
+            fields = []
+            for i in range(count):
+                (size,) = unpack(data, at)
+                at += 4
+                if size < 0:
+                    fields.append(None)
+                    continue
+                chunk = data[at:at + size]
+                at += size
+                fields.append(chunk)
+            row = [int.from_bytes(fields[0], "big", signed=True), 0]
+            row += [_F8.unpack(f)[0] for f in fields[2:2 + width - 1]]
+            tail = fields[2 + width - 1:]
+            if raw:
+                row.append(_array(tail[0], np.dtype(">f8")).tolist())
+            else:
+                row += [tail[0], _array(tail[1], np.dtype(">i4")).tolist()]
+            rows.append(tuple(row))
 
     def per_server_sql(self, select, table, where, grouped=False, single=False):
         if single:
@@ -438,6 +476,23 @@ class PostgresWriter:
         if exc_type is not None and not self.db.in_transaction():
             self.cursor.execute("TRUNCATE %s" % self.stage)   # free the staged rows now
         return False
+
+
+_COUNT, _FIELD, _F8 = struct.Struct(">h"), struct.Struct(">i"), struct.Struct(">d")
+
+
+def _array(data, dtype):
+    """The elements of a one-dimensional array without NULLs in COPY's
+    binary format (ndim, flags, element oid, size, lower bound, then a
+    length and the value per element)."""
+    import numpy as np
+    ndim = int.from_bytes(data[0:4], "big")
+    if ndim == 0:
+        return np.zeros(0, dtype)
+    n = int.from_bytes(data[12:16], "big")
+    step = 4 + dtype.itemsize
+    raw = np.frombuffer(data, dtype=np.uint8, offset=20, count=n * step).reshape(n, step)
+    return raw[:, 4:].copy().view(dtype).ravel()
 
 
 def copy_field(v):

@@ -134,7 +134,8 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
             exprs = [_RAW_AS[c].format(time=d.micros_sql("t.collected_at")) for c in cols.columns]
             where = WHERE
             if mid < 0:                      # a snapshot column (rollups.snapshots)
-                table, value = "server_snapshots", "t.%s" % d.quote(SNAPSHOT_COLUMN[mid])
+                table = "server_snapshots"
+                value = "CAST(t.%s AS DOUBLE PRECISION)" % d.quote(SNAPSHOT_COLUMN[mid])
                 exprs = [e.replace("t.value", value) for e in exprs]
                 agg = {c: e.replace("t.value", value) if e else e for c, e in agg.items()}
                 where = WHERE.replace("t.metric_type_id = :mid", "%s IS NOT NULL" % value)
@@ -162,11 +163,10 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
         if numbers:
             cols.add_arrays(d.fetch_numbers(db, d.sql(sql), params, 2 + len(cols.columns)))
             continue
-        rows = db.execute_sql(d.sql(sql), params).fetchall()
         if summed and "sketch" in cols.columns:
-            cols.add_packed(rows, raw)
+            cols.add_packed(d.fetch_packed(db, d.sql(sql), params, len(cols.columns), raw), raw)
         else:
-            cols.add(rows, raw)
+            cols.add(db.execute_sql(d.sql(sql), params).fetchall(), raw)
     return cols
 
 
