@@ -448,3 +448,29 @@ def test_more_refused_rows_than_the_ingest_lists_are_all_quarantined(spool, db):
     assert s.counts["quarantined"] == 2250 and len(s.quarantined) == 2250
     assert s.counts["forwarded"] == 150 == len(stored(db))
     assert s.spool_rows == 0
+
+
+def test_a_spool_queued_before_migration_005_forwards_every_value_after_it(spool, db):
+    import importlib
+
+    from metricstore.schema import HISTORY_TABLE
+    m005 = importlib.import_module("metricstore.migrations.005_forward_values_and_compaction")
+    repo = MetricRepository(spool)
+    sid = repo.add_server("upgraded")
+    enable_spool(spool)
+    m005.rollback(None, spool)                      # the spool as it was at migration 004
+    spool.execute_sql("DELETE FROM %s WHERE name LIKE '005%%'" % HISTORY_TABLE)
+    old = samples([sid], base_time(), 5, random.Random(9))
+    repo.record_many(old)
+    assert "value" not in {c.name for c in spool.get_columns("forward_outbox")}
+    assert "005_forward_values_and_compaction" in metricstore.provision(spool).migrations_applied
+    new = samples([sid], base_time() + timedelta(minutes=5), 5, random.Random(10))
+    repo.record_many(new)
+    (entries,) = spool.execute_sql("SELECT count(*) FROM forward_outbox").fetchone()
+    (same,) = spool.execute_sql(
+        "SELECT count(*) FROM forward_outbox o JOIN metrics m ON m.server_id = o.server_id "
+        "AND m.metric_type_id = o.metric_type_id AND m.collected_at = o.collected_at "
+        "AND m.value = o.value").fetchone()
+    assert entries == same == len(old) + len(new)             # backfilled, then by the trigger
+    forwarder(spool, db).run()
+    assert stored(db) == stored(spool) and len(stored(db)) == 40
