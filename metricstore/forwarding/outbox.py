@@ -30,14 +30,14 @@ TRIGGERS = (
 SEED = ("INSERT INTO forward_outbox (server_id, metric_type_id, collected_at, value) "
         "SELECT server_id, {mid}, collected_at, {value} FROM {table} ORDER BY collected_at")
 SNAPSHOT_COLUMNS = ("cpu_percent", "memory_percent", "connection_count", "status")
-# Metric entries carry their value (migration 005); only snapshot entries
-# look their row up.
-READ = ("SELECT o.seq, o.server_id, o.metric_type_id, o.collected_at, o.value, "
-        "s.cpu_percent, s.memory_percent, s.connection_count, s.status "
-        "FROM forward_outbox o "
-        "LEFT JOIN server_snapshots s ON o.metric_type_id IS NULL "
-        "AND s.server_id = o.server_id AND s.collected_at = o.collected_at "
-        "{where} ORDER BY o.seq {direction} LIMIT :limit")
+# Metric entries carry their value (migration 005): a batch is read from
+# the outbox alone; only snapshot entries look their row up (SNAPSHOTS).
+READ = ("SELECT o.seq, o.server_id, o.metric_type_id, o.collected_at, o.value "
+        "FROM forward_outbox o {where} ORDER BY o.seq {direction} LIMIT :limit")
+SNAPSHOTS = ("SELECT o.seq, s.cpu_percent, s.memory_percent, s.connection_count, s.status "
+             "FROM forward_outbox o JOIN server_snapshots s ON s.server_id = o.server_id "
+             "AND s.collected_at = o.collected_at "
+             "WHERE o.metric_type_id IS NULL AND o.seq BETWEEN :lo AND :hi")
 LOCK = "forward-spool"
 
 
@@ -107,7 +107,9 @@ def read(db, limit, newest_first=False, above=None):
     where = "WHERE o.seq > :above" if above is not None else ""
     sql = d.sql(READ, where=where, direction="DESC" if newest_first else "ASC")
     rows = db.execute_sql(sql, {"limit": limit, "above": above}).fetchall()
-    return _batch(d, rows, newest_first)
+    if newest_first:                         # ship a lane's rows in arrival order
+        rows.reverse()
+    return _batch(db, d, rows)
 
 
 def read_ranges(db, ranges):
@@ -118,30 +120,29 @@ def read_ranges(db, ranges):
         out += db.execute_sql(d.sql(READ, where="WHERE o.seq BETWEEN :lo AND :hi",
                                     direction="ASC"),
                               {"lo": lo, "hi": hi, "limit": hi - lo + 1}).fetchall()
-    return _batch(d, out, False)
+    return _batch(db, d, out)
 
 
-def _batch(d, rows, newest_first):
-    batch = Batch(ranges(sorted(r[0] for r in rows)), entries=len(rows))
-    times = {}                               # many rows of a batch share a time: decode once
-    decode = d.time_result
-    metrics, snapshots = batch.metrics, batch.snapshots
-    for seq, sid, mid, raw, value, cpu, mem, conns, status in rows:
-        t = times.get(raw)
-        if t is None:
-            t = times[raw] = decode(raw)
-        if mid is not None:
-            if value is None:
-                batch.missing += 1
-            else:
-                metrics.append((sid, mid, value, t))
-        elif status is None:
-            batch.missing += 1
-        else:
-            snapshots.append((sid, t, cpu, mem, conns, status))
-    if newest_first:                         # ship a lane's rows in arrival order
-        metrics.reverse()
-        snapshots.reverse()
+def _batch(db, d, rows):
+    """A :class:`Batch` of outbox ``rows`` (seq, sid, mid, raw time, value) in seq order."""
+    seqs = [r[0] for r in rows]
+    batch = Batch(ranges(seqs), entries=len(rows))
+    decode = d.time_result                   # many rows share a time: decode each once
+    times = {raw: decode(raw) for raw in {r[3] for r in rows}}
+    batch.metrics = [(sid, mid, value, times[raw]) for _, sid, mid, raw, value in rows
+                     if mid is not None and value is not None]
+    metric_entries = sum(1 for r in rows if r[2] is not None)
+    batch.missing = metric_entries - len(batch.metrics)
+    if metric_entries < len(rows):           # snapshot entries: their rows
+        found = dict((r[0], r[1:]) for r in db.execute_sql(d.sql(SNAPSHOTS), {
+            "lo": min(seqs), "hi": max(seqs)}))
+        for seq, sid, mid, raw, _ in rows:
+            if mid is None:
+                row = found.get(seq)
+                if row is None:
+                    batch.missing += 1
+                else:
+                    batch.snapshots.append((sid, times[raw]) + tuple(row))
     return batch
 
 
@@ -153,7 +154,12 @@ def still_there(db, batch):
 
 
 def ranges(seqs):
-    """Sorted integers -> ``[[lo, hi], ...]`` runs of consecutive values."""
+    """Distinct integers in ascending order -> ``[[lo, hi], ...]`` runs of
+    consecutive values."""
+    if not seqs:
+        return []
+    if seqs[-1] - seqs[0] == len(seqs) - 1:    # one run (the usual batch)
+        return [[seqs[0], seqs[-1]]]
     out = []
     for s in seqs:
         if out and s == out[-1][1] + 1:
