@@ -274,3 +274,24 @@ def test_a_state_merges_with_raw_rows_of_its_bucket_unless_they_interleave(spool
     out = central.ship_states("merge", 3, [(cid, GAUGE, old, State.of_points(old, [(old, 1.0)]))],
                               [{}])
     assert out.states == {compaction.EXPIRED: 1}
+
+
+def test_the_spool_may_be_the_selected_backend_and_compacts_there_too(db, tmp_path):
+    central = metricstore.connect("sqlite:///" + str(tmp_path / "central.db"))
+    central.connect()
+    metricstore.provision(central)
+    repo, ids, names, rows = agent(db, n_servers=1, steps=240)   # the selected backend spools
+    f = forwarder(db, central, cap=SpoolCap(max_rows=len(rows) // 2))
+    f.start()
+    held = f.maintain()["compacted"]
+    f.close()
+    assert held >= len(rows) // 2
+    forwarder(db, central).run()
+    s = status(db)
+    assert s.counts["compacted:forwarded"] == held
+    assert s.counts["forwarded"] + held == len(rows)
+    expected = expected_buckets(rows, names)
+    tier = central_5m(central)
+    assert tier.keys() == expected.keys()
+    assert all(close(tier[k], v) for k, v in expected.items())
+    central.close()

@@ -169,7 +169,15 @@ def merge_central(db, repo, states, now=None):
         elif bounds.expired(b):
             counts[EXPIRED] += st.count
         else:
-            keyed[sid, rule.id, b] = st
+            key = (sid, rule.id, b)
+            other = keyed.get(key)           # the same bucket twice in one batch
+            if other is None:
+                keyed[key] = st
+            elif st.last_at < other.first_at or st.first_at > other.last_at:
+                keyed[key] = State(b).absorb(other, ordered=False).absorb(st) \
+                    if st.first_at > other.last_at else st.copy_into(b).absorb(other)
+            else:
+                counts[OVERLAP] += st.count
     if not keyed:
         return dict(counts), refused
     have = store.tier_states(db, TIER_5M, sorted((s, m, b, b + 1) for s, m, b in keyed))
