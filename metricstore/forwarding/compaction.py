@@ -91,12 +91,14 @@ def compact(db, need):
                 entries[key].append(seq)
                 if any(lo <= seq <= hi for lo, hi in busy):
                     blocked.add(key)
-            keys = sorted(k for k in entries if k not in blocked)
+            keys = [k for k in entries if k not in blocked]      # oldest arrivals first
             counted = {(r[0], r[1], r[2]): r[3] for r in store.tier_rows(
-                db, TIER_5M, [(s, m, b, b + 1) for s, m, b in keys], sketches=False)}
-            points = store.raw_points(db, [(s, m, b, b + W5) for s, m, b in keys])
+                db, TIER_5M, sorted((s, m, b, b + 1) for s, m, b in keys), sketches=False)}
+            points = store.raw_points(db, sorted((s, m, b, b + W5) for s, m, b in keys))
             rows, raw_keys, seqs = [], [], []
             for key in keys:
+                if freed + len(seqs) - len(rows) >= need:
+                    break                    # no more than the cap needs: raw is finer
                 s, m, b = key
                 mine = [p for p in points.get((s, m), ()) if b <= p[0] < b + W5]
                 if not (counted.get(key) == len(entries[key]) == len(mine)):
