@@ -109,6 +109,22 @@ class Ranked(NamedTuple):
     value: float
 
 
+@dataclass
+class Heatmap:
+    """One statistic per server and UTC-aligned bucket: ``starts`` are the
+    bucket starts of the range (every width, data or not), ``rows`` maps a
+    server id to its values, one per start (None where it has no data).
+    ``names`` maps server ids to names; ``resolution`` and ``error`` as on
+    :meth:`MetricRepository.buckets`."""
+    stat: str
+    every: timedelta
+    starts: list
+    rows: dict
+    names: dict
+    resolution: str = "raw"
+    error: float = 0.0
+
+
 class Gap(NamedTuple):
     """No sample strictly between ``start`` and ``end`` (a sample or a range edge)."""
     start: object
@@ -341,8 +357,8 @@ class MetricRepository:
         if segments:
             name, error = R.resolution(segments), R.percentile_error(stats, segments)
             out.resolution, out.error = name, error
-            for g, values in R.buckets(self.db, params["sid"], rule.id, None, None, every_us,
-                                       segments, self._counters(), stats):
+            for g, values in R.buckets(self.db, params["sid"], rule.id, every_us, segments,
+                                       stats):
                 begin = EPOCH + timedelta(microseconds=g)
                 found[begin] = Bucket(begin, begin + every, values, name, error)
         else:
@@ -375,8 +391,7 @@ class MetricRepository:
         rule, start, end, params = self._series_params(server_id, metric, start, end)
         segments = self._segments(start, end, resolution)
         if segments:
-            out = R.Summary(R.summary(self.db, params["sid"], rule.id, segments,
-                                      self._counters(), stats))
+            out = R.Summary(R.summary(self.db, params["sid"], rule.id, segments, stats))
             out.resolution = R.resolution(segments)
             out.error = R.percentile_error(stats, segments)
             return out
@@ -483,7 +498,7 @@ class MetricRepository:
         names = dict(self.db.execute_sql("SELECT id, name FROM servers"))
         segments = self._segments(start, end, resolution)
         if segments:
-            values = R.top(self.db, sorted(names), rule.id, segments, self._counters(), stat)
+            values = R.top(self.db, sorted(names), rule.id, segments, stat)
             sign = 1 if ascending else -1
             ranked = sorted(values.items(), key=lambda kv: (sign * kv[1], kv[0]))[:n]
             out = R.Served(Ranked(sid, names.get(sid), float(v)) for sid, v in ranked)
@@ -496,6 +511,55 @@ class MetricRepository:
                   "n": n}
         return R.Served(Ranked(sid, names.get(sid), float(v))
                         for sid, v in self.db.execute_sql(sql, params))
+
+    @guarded(read_only=True)
+    def heatmap(self, metric, start, end, every, stat="avg", server_ids=None,
+                resolution="auto"):
+        """``stat`` of ``metric`` per server and UTC-aligned bucket of width
+        ``every`` over ``[start, end)``, every server (or ``server_ids``) in
+        one call: a :class:`Heatmap`. Same buckets and statistics as
+        :meth:`buckets` per server; at most :data:`MAX_BUCKETS` cells of
+        servers x buckets (QueryError beyond). Read-only."""
+        (stat,) = self._check_stats((stat,))
+        every = _interval(every, "every")
+        start, end = check_range(start, end)
+        rule = self._rule(metric)
+        names = dict(self.db.execute_sql("SELECT id, name FROM servers"))
+        if server_ids is not None:
+            wanted = _server_ids(server_ids)
+            missing = sorted(set(wanted) - set(names))
+            if missing:
+                raise UnknownServerError("heatmap(server_ids=...): no server with id %s; "
+                                         "list them with servers()" % missing[:10])
+            names = {sid: names[sid] for sid in wanted}
+        first = EPOCH + (start - EPOCH) // every * every
+        starts = []
+        begin = first
+        while begin < end and len(starts) * max(1, len(names)) <= MAX_BUCKETS:
+            starts.append(begin)
+            begin += every
+        if len(starts) * len(names) > MAX_BUCKETS:
+            raise QueryError(
+                "heatmap would return more than %d cells (%d servers x buckets of %s); use "
+                "a wider every, a shorter range or fewer server_ids" % (
+                    MAX_BUCKETS, len(names), every))
+        every_us = every // timedelta(microseconds=1)
+        segments = self._segments(start, end, resolution, every_us)
+        out = Heatmap(stat, every, starts, {}, names)
+        ids = sorted(names)
+        if segments:
+            out.resolution = R.resolution(segments)
+            out.error = R.percentile_error((stat,), segments)
+            out.rows = R.grid(self.db, ids, rule.id, to_micros(first), every_us, len(starts),
+                              segments, stat)
+            return out
+        index = {to_micros(b): i for i, b in enumerate(starts)}
+        for sid in ids:
+            row = out.rows[sid] = [None] * len(starts)
+            for b in self.buckets(sid, metric, start, end, every, stats=(stat,),
+                                  resolution="raw"):
+                row[index[to_micros(b.start)]] = b.stats[stat]
+        return out
 
     @guarded(read_only=True)
     def gaps(self, server_id, metric, start, end, expected_every, tolerance=1.5):

@@ -208,6 +208,18 @@ class Dialect:
         raise NotImplementedError
 
     ranges_source = None      # rows (s, m, lo, hi) of the :ranges parameter (lo, hi in us)
+    ids_source = None         # rows (s) of the :ids parameter (see ids_param)
+    packed_blobs = None       # aggregates: blobs concatenated and their sizes (or None)
+    packed_values = None      # aggregate: an array of values (or None)
+
+    def per_server_sql(self, select, table, where, grouped=False):
+        """``SELECT server id, <select>`` over the rows (alias ``t``) of
+        ``table`` matching ``where`` of each server in ``:ids``; with
+        ``grouped`` one row a server holding the aggregates of ``select``
+        (servers with no row left out)."""
+        sql = "SELECT r.s, %s FROM %s JOIN %s t ON t.server_id = r.s AND %s" % (
+            select, self.ids_source, table, where)
+        return sql + " GROUP BY r.s" if grouped else sql
 
     def ranges_param(self, ranges):
         """Parameters for :attr:`ranges_source` from ``[(sid, mid, lo_us, hi_us)]``."""

@@ -140,6 +140,22 @@ class PostgresDialect(Dialect):
     def ids_param(self, ids):
         return list(ids)
 
+    ids_source = "unnest(:ids::int[]) AS r(s)"     # server ids as a relation
+    # Per-server aggregates of sketch blobs and of raw values (rollups/columns.py):
+    # one row a server instead of one a bucket.
+    packed_blobs = "string_agg(%(c)s, ''::bytea), array_agg(length(%(c)s))"
+    packed_values = "array_agg(%s)"
+
+    def per_server_sql(self, select, table, where, grouped=False):
+        # LATERAL: one index range scan a server whatever the planner
+        # estimates for the id array (a plain join of 500 ids chose a hash
+        # join over whole partitions: 49-68 ms against 6-11 ms for the same
+        # per-server sums, measured on 500 servers x 30 days).
+        return ("SELECT r.s, a.* FROM %s CROSS JOIN LATERAL (SELECT %s FROM %s t "
+                "WHERE t.server_id = r.s AND %s%s) a" % (
+                    self.ids_source, select, table, where,
+                    " HAVING count(*) > 0" if grouped else ""))
+
     def top(self, stat, direction):
         # Per-server LATERAL aggregates: measured 1.2-1.3x faster here than
         # GROUP BY over server_id = ANY(...) at 500 servers.

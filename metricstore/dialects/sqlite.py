@@ -116,6 +116,8 @@ class SqliteDialect(Dialect):
     def ids_param(self, ids):
         return json.dumps(list(ids))
 
+    ids_source = "(SELECT value AS s FROM json_each(:ids)) r"   # server ids as a relation
+
     def grouped_stats(self, source, stats):
         """Plain aggregates; ``last`` and percentiles through window functions
         (SQLite has no percentile aggregate): the two order statistics around

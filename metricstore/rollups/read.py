@@ -11,15 +11,16 @@ Each answer says which resolution served it.
 from collections import defaultdict
 from datetime import timedelta
 
-from ..settings import effective_retention
-from ..timeutil import ONE_US, to_micros
-from . import store
-from .planner import Source, plan, usable
-from .sketch import ALPHA, Sketch
-from .state import State, merge_ordered
-from .tiers import RAW, TIER_MAX_GAP_US, TIERS
+import numpy as np
 
-PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+from ..settings import effective_retention
+from ..timeutil import to_micros
+from . import store
+from .columns import PERCENTILES, gather, reduce, values
+from .planner import Source
+from .sketch import ALPHA
+from .state import State
+from .tiers import RAW, TIER_MAX_GAP_US, TIERS
 
 
 class Served(list):
@@ -62,10 +63,10 @@ def uses_tier(segments):
     return any(s.source.name != RAW for s in segments)
 
 
-def fetch(db, series, segments, counters, sketches=True):
+def fetch(db, series, segments, counters):
     """``{(sid, mid): [State ...]}`` in time order over ``segments`` for each
-    (sid, mid) in ``series``; raw points become one-sample states. Without
-    ``sketches`` the states carry empty sketches (no decoding)."""
+    (sid, mid) in ``series``; raw points become one-sample states; sketches
+    are not decoded (rates need none)."""
     by_source = defaultdict(list)
     for seg in segments:
         by_source[seg.source].extend((s, m, seg.lo, seg.hi) for s, m in series)
@@ -75,67 +76,62 @@ def fetch(db, series, segments, counters, sketches=True):
         if source.name == RAW:
             for (s, m), points in store.raw_points(db, ranges).items():
                 counter = m in counters
-                out[s, m].extend(State.of_point(t, v, counter, sketches) for t, v in points)
+                out[s, m].extend(State.of_point(t, v, counter, False) for t, v in points)
         else:
-            for row in store.tier_rows(db, source.tier, ranges, sketches):
-                out[row[0], row[1]].append(State.from_row(row[2], row[3:], sketches))
+            for row in store.tier_rows(db, source.tier, ranges, False):
+                out[row[0], row[1]].append(State.from_row(row[2], row[3:], False))
     for states in out.values():
         states.sort(key=lambda st: st.start)
     return out
 
 
-def stat_values(state, stats):
-    """The requested statistics of a merged state (None when it is empty)."""
-    out = {}
-    for name in stats:
-        if not state.count:
-            out[name] = None
-        elif name == "avg":
-            out[name] = state.sum / state.count
-        elif name == "min":
-            out[name] = state.min
-        elif name == "max":
-            out[name] = state.max
-        elif name == "sum":
-            out[name] = state.sum
-        elif name == "count":
-            out[name] = state.count
-        elif name == "last":
-            out[name] = state.last
-        else:
-            out[name] = state.sketch.quantile(PERCENTILES[name], state.min, state.max)
-    return out
+def _as_dict(stats, out, i):
+    return {name: (int(out[name][i]) if name == "count" else values(out[name], i))
+            for name in stats}
 
 
 def percentile_error(stats, segments):
     return ALPHA if uses_tier(segments) and any(s in PERCENTILES for s in stats) else 0.0
 
 
-def needs_sketch(stats):
-    return any(s in PERCENTILES for s in stats)
-
-
-def buckets(db, sid, mid, lo, hi, every_us, segments, counters, stats):
+def buckets(db, sid, mid, every_us, segments, stats):
     """``[(bucket start us, {stat: value})]`` of the non-empty buckets."""
-    states = fetch(db, [(sid, mid)], segments, counters,
-                   needs_sketch(stats)).get((sid, mid), [])
-    groups = defaultdict(list)
-    for st in states:
-        groups[st.start - st.start % every_us].append(st)
-    return [(g, stat_values(parts[0] if len(parts) == 1 else merge_ordered(g, parts), stats))
-            for g, parts in sorted(groups.items())]
+    cols = gather(db, [sid], mid, segments, stats)
+    t = cols.array("t", np.int64)
+    groups, out = reduce(cols, t - t % every_us, stats)
+    return [(int(g), _as_dict(stats, out, i)) for i, g in enumerate(groups)]
 
 
-def summary(db, sid, mid, segments, counters, stats):
-    states = fetch(db, [(sid, mid)], segments, counters,
-                   needs_sketch(stats)).get((sid, mid), [])
-    return stat_values(merge_ordered(0, states), stats)
+def summary(db, sid, mid, segments, stats):
+    """``{stat: value}`` over the segments (None when there is no sample)."""
+    cols = gather(db, [sid], mid, segments, stats)
+    _, out = reduce(cols, np.zeros(cols.size, dtype=np.int64), stats)
+    if not cols.size:
+        return dict.fromkeys(stats)
+    return _as_dict(stats, out, 0)
+
+
+def grid(db, server_ids, mid, first_us, every_us, width, segments, stat):
+    """``{sid: [value or None, ...]}``: ``stat`` per server and bucket, the
+    ``width`` buckets of ``every_us`` from ``first_us`` (None: no data)."""
+    cols = gather(db, server_ids, mid, segments, (stat,))
+    sid, t = cols.array("sid", np.int64), cols.array("t", np.int64)
+    index = {s: i for i, s in enumerate(server_ids)}
+    rows = np.fromiter((index[s] for s in sid.tolist()), np.int64, len(sid))
+    column = (t - t % every_us - first_us) // every_us
+    groups, out = reduce(cols, rows * width + column, (stat,))
+    cells = np.full(len(server_ids) * width, np.nan)
+    cells[groups] = out[stat]
+    cells = cells.reshape(len(server_ids), width).tolist()
+    integer = stat == "count"
+    return {s: [None if v != v else (int(v) if integer else v) for v in row]
+            for s, row in zip(server_ids, cells)}
 
 
 def rates(db, sid, mid, every_us, max_gap_us, segments, counters):
     """``[(bucket us, delta, seconds, pairs)]``: pairs counted in the bucket
     of their later sample, as raw ``rate()`` does."""
-    states = fetch(db, [(sid, mid)], segments, counters, False).get((sid, mid), [])
+    states = fetch(db, [(sid, mid)], segments, counters).get((sid, mid), [])
     out = {}
     prev = None
     for st in states:
@@ -153,20 +149,11 @@ def rates(db, sid, mid, every_us, max_gap_us, segments, counters):
     return [(g,) + v for g, v in sorted(out.items()) if v[2]]
 
 
-def top(db, server_ids, mid, segments, counters, stat):
+def top(db, server_ids, mid, segments, stat):
     """``{sid: value}`` of ``stat`` over the segments for each server."""
-    if stat in ("avg", "min", "max"):
-        return store.totals(db, mid, segments, stat)
-    if stat in PERCENTILES:
-        return top_quantile(db, server_ids, mid, segments, PERCENTILES[stat])
-    states = fetch(db, [(s, mid) for s in server_ids], segments, counters,
-                   needs_sketch((stat,)))
-    out = {}
-    for (sid, _), parts in states.items():
-        value = stat_values(merge_ordered(0, parts), (stat,))[stat]
-        if value is not None:
-            out[sid] = value
-    return out
+    cols = gather(db, server_ids, mid, segments, (stat,), by_server=True)
+    groups, out = reduce(cols, cols.array("sid", np.int64), (stat,))
+    return {int(g): v for g, v in zip(groups.tolist(), out[stat].tolist()) if v == v}
 
 
 def rate_sources(all_sources, max_gap_us):
@@ -177,30 +164,3 @@ def rate_sources(all_sources, max_gap_us):
             or (s.width_us <= TIER_MAX_GAP_US and max_gap_us >= TIER_MAX_GAP_US)
             or max_gap_us == TIER_MAX_GAP_US]
 
-
-
-
-def top_quantile(db, server_ids, mid, segments, q):
-    """``{sid: q-quantile}``: each server's sketches merged straight from the
-    rows (no per-bucket states), clamped to its exact min and max."""
-    acc = {}
-    by_source = defaultdict(list)
-    for seg in segments:
-        by_source[seg.source].extend((s, mid, seg.lo, seg.hi) for s in server_ids)
-    for source, ranges in by_source.items():
-        ranges.sort()
-        if source.name == RAW:
-            for (sid, _), points in store.raw_points(db, ranges).items():
-                a = acc.get(sid) or acc.setdefault(sid, [Sketch(), None, None])
-                values = [v for _, v in points]
-                a[0].add_many(values)
-                lo, hi = min(values), max(values)
-                a[1] = lo if a[1] is None else min(a[1], lo)
-                a[2] = hi if a[2] is None else max(a[2], hi)
-            continue
-        for sid, lo, hi, blob in store.tier_sketches(db, source.tier, ranges):
-            a = acc.get(sid) or acc.setdefault(sid, [Sketch(), None, None])
-            a[0].merge(Sketch.decode(blob))
-            a[1] = lo if a[1] is None else min(a[1], lo)
-            a[2] = hi if a[2] is None else max(a[2], hi)
-    return {sid: a[0].quantile(q, a[1], a[2]) for sid, a in acc.items() if a[0].count}

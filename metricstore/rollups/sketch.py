@@ -192,18 +192,18 @@ class Sketch:
         return value
 
     def encode(self):
-        wide = any(c > 0xFFFF for c in self.pos.counts) or \
-            any(c > 0xFFFF for c in self.neg.counts)
-        kind = "I" if wide else "H"
-        flags = (WIDE if wide else 0) | (HAS_ZERO if self.zero else 0) | \
-            (HAS_NEG if self.neg else 0)
-        parts = [bytes((flags,)), _STORE.pack(self.pos.offset, len(self.pos.counts)),
-                 array(kind, self.pos.counts).tobytes()]
+        try:                                 # narrow counts unless one passes 65535
+            pos, neg = array("H", self.pos.counts), array("H", self.neg.counts)
+            wide = 0
+        except OverflowError:
+            pos, neg = array("I", self.pos.counts), array("I", self.neg.counts)
+            wide = WIDE
+        flags = wide | (HAS_ZERO if self.zero else 0) | (HAS_NEG if self.neg else 0)
+        parts = [bytes((flags,)), _STORE.pack(self.pos.offset, len(pos)), pos.tobytes()]
         if self.zero:
             parts.append(_ZERO.pack(self.zero))
         if self.neg:
-            parts += [_STORE.pack(self.neg.offset, len(self.neg.counts)),
-                      array(kind, self.neg.counts).tobytes()]
+            parts += [_STORE.pack(self.neg.offset, len(neg)), neg.tobytes()]
         return b"".join(parts)
 
     @classmethod

@@ -19,11 +19,14 @@ days, and upserts. A re-sent batch inserts nothing and so changes no tier.
 from itertools import groupby, repeat
 from operator import floordiv, itemgetter
 
+import numpy as np
+
 from ..timeutil import from_micros, month_start
 from . import store
 from .rebuild_helpers import coarsen
+from .sketch import INV_LOG_GAMMA, ZERO, Sketch, Store
 from .state import State
-from .tiers import TIER_1D, TIER_1H, TIER_5M
+from .tiers import TIER_1D, TIER_1H, TIER_5M, TIER_MAX_GAP_US, US
 
 W5 = TIER_5M.width_us
 _SERIES, _TIME = itemgetter(0, 1), itemgetter(3)
@@ -32,6 +35,16 @@ REDO = -1
 
 def chunk_states(rows, counters):
     """``{(sid, mid, 5-minute bucket us): State}`` of rows sorted by (sid, mid, us)."""
+    if len(rows) >= VECTOR_MIN_ROWS:
+        out = chunk_states_np(rows, counters)
+        if out is not None:
+            return out
+    return _chunk_states(rows, counters)
+
+
+def _chunk_states(rows, counters):
+    """:func:`chunk_states` one bucket at a time (small or unsorted chunks,
+    negative values)."""
     out = {}
     of_rows = State.of_rows
     # Group boundaries found with C-level iteration only (no Python call per row).
@@ -44,6 +57,80 @@ def chunk_states(rows, counters):
         i += n
         old = out.get(key)                   # only if the chunk was not sorted
         out[key] = new if old is None else old.absorb(new)
+    return out
+
+
+VECTOR_MIN_ROWS = 256
+
+
+def chunk_states_np(rows, counters):
+    """:func:`chunk_states` in numpy: the same states (counts, min, max,
+    first, last, counter pairs summed in time order, the same sketch bins),
+    one Python step per bucket instead of several per row. None when the
+    rows are not sorted or hold negative values (the caller falls back)."""
+    n = len(rows)
+    columns = list(zip(*rows))
+    sid, mid, t = (np.array(columns[i], dtype=np.int64) for i in (0, 1, 3))
+    v = np.array(columns[2], dtype=np.float64)
+    if (v <= -ZERO).any():
+        return None
+    same_series = (sid[1:] == sid[:-1]) & (mid[1:] == mid[:-1])
+    step = t[1:] - t[:-1]
+    if (~same_series & ((sid[1:] < sid[:-1]) | ((sid[1:] == sid[:-1]) & (mid[1:] < mid[:-1])))).any() \
+            or (same_series & (step < 0)).any():
+        return None
+    keep = np.ones(n, dtype=bool)            # of rows repeating a key the first wins
+    keep[1:] = ~(same_series & (step == 0))
+    if not keep.all():
+        sid, mid, v, t = sid[keep], mid[keep], v[keep], t[keep]
+        n = len(v)
+        same_series = (sid[1:] == sid[:-1]) & (mid[1:] == mid[:-1])
+        step = t[1:] - t[:-1]
+    b = t // W5
+    same = same_series & (b[1:] == b[:-1])
+    starts = np.flatnonzero(np.concatenate(([True], ~same)))
+    ends = np.append(starts[1:], n)
+    group = np.repeat(np.arange(len(starts)), ends - starts)
+    count = ends - starts
+    total = np.add.reduceat(v, starts)
+    low, high = np.minimum.reduceat(v, starts), np.maximum.reduceat(v, starts)
+    # Counter pairs inside a bucket, summed in time order (bincount adds in index order).
+    ok = same & (step <= TIER_MAX_GAP_US)
+    later = group[1:]
+    ngroups = len(starts)
+    delta = np.where(v[1:] >= v[:-1], v[1:] - v[:-1], v[1:])
+    inc = np.bincount(later, weights=np.where(ok, delta, 0.0), minlength=ngroups)
+    elapsed = np.bincount(later, weights=np.where(ok, step / US, 0.0), minlength=ngroups)
+    pairs = np.bincount(later, weights=ok, minlength=ngroups).astype(np.int64)
+    # Sketch bins: ceil(log_gamma(v)) of v >= ZERO; smaller values count as zero.
+    pos = v >= ZERO
+    zero = np.bincount(group, weights=~pos, minlength=ngroups).astype(np.int64)
+    with np.errstate(divide="ignore"):
+        k = np.ceil(np.log(np.where(pos, v, 1.0)) * INV_LOG_GAMMA).astype(np.int64)
+    big = np.iinfo(np.int64).max
+    kmin = np.minimum.reduceat(np.where(pos, k, big), starts)
+    kmax = np.maximum.reduceat(np.where(pos, k, -big), starts)
+    has = kmin <= kmax
+    span = np.where(has, kmax - kmin + 1, 0)
+    base = np.cumsum(span) - span
+    cells = np.bincount((base[group] + k - np.where(has, kmin, 0)[group])[pos],
+                        minlength=int(span.sum())).tolist()
+    counter_ids = frozenset(counters)
+    new_sketch, empty = Sketch.__new__, Store
+    out = {}
+    for (g_sid, g_mid, g_b, cnt, tot, lo, hi, fa, fv, la, lv, i_, e_, p_, z, km, sp, bs) in zip(
+            sid[starts].tolist(), mid[starts].tolist(), (b[starts] * W5).tolist(),
+            count.tolist(), total.tolist(), low.tolist(), high.tolist(),
+            t[starts].tolist(), v[starts].tolist(), t[ends - 1].tolist(), v[ends - 1].tolist(),
+            inc.tolist(), elapsed.tolist(), pairs.tolist(), zero.tolist(), kmin.tolist(),
+            span.tolist(), base.tolist()):
+        sketch = new_sketch(Sketch)
+        sketch.pos = Store(km, cells[bs:bs + sp]) if sp else empty()
+        sketch.neg, sketch.zero = empty(), z
+        counter = g_mid in counter_ids
+        out[g_sid, g_mid, g_b] = State(g_b, cnt, tot, lo, hi, fa, fv, la, lv,
+                                       i_ if counter else None, e_ if counter else None,
+                                       p_ if counter else None, sketch)
     return out
 
 

@@ -1,0 +1,193 @@
+"""Tier rows and raw samples read as columns, statistics per group in numpy.
+
+A read over the tiers fetches, for every segment of its plan, the state
+columns its statistics need (avg: n and total; min: low; max: high; last:
+last_at and last_v; a percentile: the sketch and low/high for clamping);
+a raw sample is a one-sample state. Rows are then grouped by an integer key
+(a bucket start, a server id, or both) and reduced per group: sums, minima
+and maxima of the mergeable columns, the latest ``last``, and quantiles of
+the merged sketches (:class:`~.bins.Bins`). No per-bucket Python object is
+built, which is what makes a 500-server, 30-day read take milliseconds.
+
+Counter rates need states merged in time order and stay in :mod:`.read`.
+All times are integer epoch microseconds (UTC).
+"""
+
+from collections import defaultdict
+
+import numpy as np
+
+from ..dialects import dialect_for
+from ..timeutil import from_micros
+from .bins import Bins
+from .tiers import RAW
+
+PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+
+_NEEDS = {"count": ("n",), "sum": ("total",), "avg": ("n", "total"), "min": ("low",),
+          "max": ("high",), "last": ("last_at", "last_v")}
+_RAW_AS = {"n": "1", "total": "t.value", "low": "t.value", "high": "t.value",
+           "last_at": "{time}", "last_v": "t.value", "sketch": "t.value"}
+_ORDER = ("n", "total", "low", "high", "last_at", "last_v", "sketch")
+# Partial aggregates per server are mergeable states too: top() by avg,
+# min or max fetches one row a server and segment instead of every bucket.
+_TIER_AGG = {"n": "SUM(t.n)", "total": "SUM(t.total)", "low": "MIN(t.low)",
+             "high": "MAX(t.high)"}
+_RAW_AGG = {"n": "COUNT(*)", "total": "SUM(t.value)", "low": "MIN(t.value)",
+            "high": "MAX(t.value)"}
+# One query per segment, through the dialect's per_server_sql (one index
+# range scan a server); the bounds are literals, so PostgreSQL prunes
+# partitions at plan time.
+WHERE = "t.metric_type_id = :mid AND t.{time} >= :lo AND t.{time} < :hi"
+
+
+def needed(stats):
+    """The state columns ``stats`` read, in a fixed order."""
+    want = set()
+    for s in stats:
+        want.update(_NEEDS.get(s, ("low", "high", "sketch")))
+    return tuple(c for c in _ORDER if c in want)
+
+
+class Columns:
+    """Rows of every source of a plan: ``sid`` and ``t`` (bucket start or
+    sample time, us) arrays, one array per state column, and the sketch
+    blobs (tier rows) and raw values (raw rows) for quantiles."""
+
+    def __init__(self, columns):
+        self.columns = columns
+        self._parts = defaultdict(list)
+        self.blobs, self.blob_rows = [], []     # tier sketches and their row numbers
+        self.values, self.value_rows = [], []   # raw values and their row numbers
+        self.packed = []                        # (row, sketches concatenated, sizes)
+        self.packed_values = []                 # (row, raw values)
+        self.size = 0
+
+    def add_packed(self, rows, raw):
+        """Rows of one partial aggregate per server whose last two columns
+        are the concatenated sketches and their sizes (tier rows) or whose
+        last column is every raw value (raw rows)."""
+        width = 2 if not raw else 1
+        plain = [r[:-width] + (None,) for r in rows]
+        first = self.size
+        self.add(plain, raw, skip_sketch=True)
+        for i, r in enumerate(rows):
+            if raw:
+                self.packed_values.append((first + i, r[-1]))
+            else:
+                self.packed.append((first + i, r[-2], r[-1]))
+
+    def add(self, rows, raw, skip_sketch=False):
+        if not rows:
+            return
+        cols = list(zip(*rows))
+        n = len(rows)
+        self._parts["sid"].append(cols[0])
+        self._parts["t"].append(cols[1])
+        for name, col in zip(self.columns, cols[2:]):
+            if name == "sketch":
+                if skip_sketch:
+                    continue
+                (self.values if raw else self.blobs).extend(col)
+                (self.value_rows if raw else self.blob_rows).append(
+                    np.arange(self.size, self.size + n))
+            else:
+                self._parts[name].append(col)
+        self.size += n
+
+    def array(self, name, dtype=np.float64):
+        parts = self._parts.get(name)
+        if not parts:
+            return np.zeros(0, dtype=dtype)
+        return np.concatenate([np.asarray(p, dtype=dtype) for p in parts])
+
+
+def gather(db, server_ids, mid, segments, stats, by_server=False):
+    """:class:`Columns` of metric ``mid`` of ``server_ids`` over ``segments``
+    for ``stats`` (read-only). With ``by_server`` the rows may be partial
+    aggregates per server (``t`` is then 0): only group them by server."""
+    d = dialect_for(db)
+    cols = Columns(needed(stats))
+    ids = d.ids_param(server_ids)
+    packed = by_server and d.packed_blobs is not None
+    summed = by_server and set(cols.columns) - {"sketch"} <= set(_TIER_AGG) and (
+        packed or "sketch" not in cols.columns)
+    for seg in segments:
+        raw = seg.source.name == RAW
+        if raw:
+            table, time = "metrics", "collected_at"
+            agg = dict(_RAW_AGG, sketch=d.packed_values % "t.value" if packed else None)
+            exprs = [_RAW_AS[c].format(time=d.micros_sql("t.collected_at")) for c in cols.columns]
+        else:
+            table, time = seg.source.tier.table, "bucket"
+            agg = dict(_TIER_AGG, sketch=d.packed_blobs % {"c": "t.sketch"} if packed else None)
+            exprs = ["t.%s" % d.quote(c) for c in cols.columns]
+        if summed:
+            exprs = ["0"] + [agg[c] for c in cols.columns]
+        else:
+            exprs = [d.micros_sql("t." + time)] + exprs
+        sql = d.per_server_sql(", ".join(exprs), d.quote(table), WHERE.format(time=time),
+                               grouped=summed)
+        params = {"ids": ids, "mid": mid, "lo": d.time_param(from_micros(seg.lo)),
+                  "hi": d.time_param(from_micros(seg.hi))}
+        rows = db.execute_sql(d.sql(sql), params).fetchall()
+        if summed and "sketch" in cols.columns:
+            cols.add_packed(rows, raw)
+        else:
+            cols.add(rows, raw)
+    return cols
+
+
+def reduce(cols, keys, stats):
+    """``(group keys, {stat: float array})`` of the rows grouped by ``keys``
+    (an int64 array, one per row); groups ascending by key."""
+    if not cols.size:
+        return np.zeros(0, dtype=np.int64), {s: np.zeros(0) for s in stats}
+    groups, inv = np.unique(keys, return_inverse=True)
+    g = len(groups)
+    out = {}
+    n = total = low = high = None
+    if "n" in cols.columns:
+        n = np.bincount(inv, weights=cols.array("n"), minlength=g)
+    if "total" in cols.columns:
+        total = np.bincount(inv, weights=cols.array("total"), minlength=g)
+    if "low" in cols.columns:
+        low = np.full(g, np.inf)
+        np.minimum.at(low, inv, cols.array("low"))
+    if "high" in cols.columns:
+        high = np.full(g, -np.inf)
+        np.maximum.at(high, inv, cols.array("high"))
+    for stat in stats:
+        if stat == "count":
+            out[stat] = n
+        elif stat == "sum":
+            out[stat] = total
+        elif stat == "avg":
+            out[stat] = total / n
+        elif stat == "min":
+            out[stat] = low
+        elif stat == "max":
+            out[stat] = high
+        elif stat == "last":
+            at = cols.array("last_at", np.int64)
+            order = np.lexsort((at, inv))              # by group, then time
+            ends = np.searchsorted(inv[order], np.arange(g), side="right") - 1
+            out[stat] = cols.array("last_v")[order][ends]
+        else:
+            bins = Bins(g)
+            if cols.blobs:
+                bins.add_blobs(inv[np.concatenate(cols.blob_rows)], cols.blobs)
+            if cols.values:
+                bins.add_values(inv[np.concatenate(cols.value_rows)], cols.values)
+            for row, data, sizes in cols.packed:
+                bins.add_packed(inv[row], data, sizes)
+            for row, vals in cols.packed_values:
+                bins.add_values(np.full(len(vals), inv[row]), vals)
+            out[stat] = bins.quantiles(PERCENTILES[stat], low, high)
+    return groups, out
+
+
+def values(array, i):
+    """``array[i]`` as a Python float or int (None when NaN)."""
+    v = array[i].item()
+    return None if v != v else v

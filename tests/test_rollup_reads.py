@@ -1,0 +1,221 @@
+"""Reads served from the tiers against plain Python over the same rows:
+buckets, summary, top and heatmap (every statistic; percentiles within the
+sketch's stated error of the exact quantile), and the vectorised sketch
+merge against the one-sketch-at-a-time reference."""
+
+import math
+import random
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from metricstore import MetricRepository
+from metricstore.errors import QueryError, UnknownServerError
+from metricstore.rollups.bins import Bins
+from metricstore.rollups.sketch import ALPHA, Sketch
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 26, 13, 7, 45, tzinfo=UTC)
+QS = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+METRIC = {False: "cpu_percent", True: "page_life_expectancy"}
+STATS = ("avg", "min", "max", "sum", "count", "last", "p50", "p95", "p99")
+
+
+def exact(values, stat):
+    """The statistic of (t, v) pairs in plain Python (percentile_cont)."""
+    vs = [v for _, v in values]
+    if stat == "avg":
+        return math.fsum(vs) / len(vs)
+    if stat == "sum":
+        return math.fsum(vs)
+    if stat == "min":
+        return min(vs)
+    if stat == "max":
+        return max(vs)
+    if stat == "count":
+        return len(vs)
+    if stat == "last":
+        return max(values)[1]
+    vs.sort()
+    rank = QS[stat] * (len(vs) - 1)
+    lo = int(rank)
+    hi = min(lo + 1, len(vs) - 1)
+    return vs[lo] + (vs[hi] - vs[lo]) * (rank - lo)
+
+
+def close(got, want, stat, lo_hi=None):
+    if stat == "count" or stat == "last" or stat in ("min", "max"):
+        return got == want
+    if stat in ("avg", "sum"):
+        return got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    # A sketch quantile is within ALPHA of the exact one when the two order
+    # statistics around the rank share a sign (see Sketch.quantile).
+    return abs(got - want) <= ALPHA * abs(want) + 1e-9 or (lo_hi and lo_hi[0] * lo_hi[1] <= 0)
+
+
+def neighbours(values, stat):
+    vs = sorted(v for _, v in values)
+    rank = QS[stat] * (len(vs) - 1)
+    return vs[int(rank)], vs[min(int(rank) + 1, len(vs) - 1)]
+
+
+def load(repo, servers, hours, seed, spread):
+    """Rows for ``servers`` over ``hours`` before NOW with random gaps:
+    cpu_percent-like percentages, or with ``spread`` zeros and values over
+    many orders of magnitude (page_life_expectancy)."""
+    for table in ("metrics", "rollup_5m", "rollup_1h", "rollup_1d", "servers"):
+        repo.db.execute_sql("DELETE FROM %s" % table)      # one example, one fleet
+    rnd = random.Random(seed)
+    sids = [repo.add_server("h%d-%d" % (seed, i)) for i in range(servers)]
+    stored = {}
+    rows = []
+    for sid in sids:
+        t = NOW - timedelta(hours=hours)
+        pts = []
+        while t < NOW:
+            if rnd.random() < 0.97:
+                if spread:
+                    v = rnd.choice([0.0, rnd.uniform(0, 1), rnd.lognormvariate(2, 3)])
+                else:
+                    v = round(rnd.uniform(0, 100), 3)
+                pts.append((t, v))
+            t += timedelta(seconds=15 * rnd.choice([1, 1, 1, 2, 9]))
+        stored[sid] = pts
+        rows += [(sid, METRIC[spread], v, t) for t, v in pts]
+    rnd.shuffle(rows)                                  # arrival order is not time order
+    repo.record_many(rows)
+    return stored
+
+
+@pytest.fixture
+def repo(db):
+    return MetricRepository(db, clock=lambda: NOW)
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), spread=st.booleans(),
+       every_m=st.sampled_from([5, 15, 60, 180, 1440]),
+       lo_min=st.integers(0, 2 * 24 * 60), length_min=st.integers(1, 2 * 24 * 60))
+def test_tier_reads_equal_plain_python_over_the_stored_rows(repo, seed, spread, every_m,
+                                                            lo_min, length_min):
+    stored = load(repo, 3, 50, seed, spread)
+    metric = METRIC[spread]
+    start = NOW - timedelta(hours=50) + timedelta(minutes=lo_min, seconds=seed % 60)
+    end = min(NOW, start + timedelta(minutes=length_min))
+    every = timedelta(minutes=every_m)
+    every_us = every_m * 60_000_000
+    sid = next(iter(stored))
+    inside = {s: [(t, v) for t, v in pts if start <= t < end] for s, pts in stored.items()}
+
+    got = repo.buckets(sid, metric, start, end, every, stats=STATS)
+    want = {}
+    for t, v in inside[sid]:
+        us = int((t - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 1_000_000
+        want.setdefault(us - us % every_us, []).append((t, v))
+    assert [int(b.start.timestamp()) * 1_000_000 for b in got] == sorted(want)
+    for b in got:
+        pts = want[int(b.start.timestamp()) * 1_000_000]
+        for stat in STATS:
+            nb = neighbours(pts, stat) if stat in QS else None
+            assert close(b.stats[stat], exact(pts, stat), stat, nb), (stat, b.resolution)
+
+    summary = repo.summary(sid, metric, start, end, stats=STATS)
+    for stat in STATS:
+        if not inside[sid]:
+            assert summary[stat] is None
+            continue
+        nb = neighbours(inside[sid], stat) if stat in QS else None
+        assert close(summary[stat], exact(inside[sid], stat), stat, nb), stat
+
+    for stat in ("avg", "max", "last", "p95"):
+        ranked = repo.top(metric, start, end, n=3, stat=stat)
+        have = {s: exact(p, stat) for s, p in inside.items() if p}
+        assert {r.server_id for r in ranked} == set(have)
+        for r in ranked:
+            nb = neighbours(inside[r.server_id], stat) if stat in QS else None
+            assert close(r.value, have[r.server_id], stat, nb), stat
+        if stat != "p95":                               # exact: the order is the raw order
+            assert [r.server_id for r in ranked] == [
+                s for s, _ in sorted(have.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+    heat = repo.heatmap(metric, start, end, every, stat="max")
+    for s in stored:
+        per = {b.start: b.max for b in repo.buckets(s, metric, start, end, every,
+                                                     stats=("max",))}
+        assert dict((b, v) for b, v in zip(heat.starts, heat.rows[s]) if v is not None) == per
+
+
+def test_heatmap_matches_per_server_buckets_and_the_raw_path(repo):
+    stored = load(repo, 4, 30, 7, False)
+    start, end = NOW - timedelta(hours=26, minutes=11), NOW
+    hour = timedelta(hours=1)
+    for stat in ("avg", "count", "p95", "last"):
+        tiers = repo.heatmap("cpu_percent", start, end, hour, stat=stat)
+        raw = repo.heatmap("cpu_percent", start, end, hour, stat=stat, resolution="raw")
+        assert raw.resolution == "raw" and tiers.resolution != "raw"
+        assert tiers.starts == raw.starts and len(tiers.starts) == 28
+        assert tiers.starts[0] == start.replace(minute=0, second=0)
+        assert set(tiers.rows) == set(stored)
+        for sid in stored:
+            for a, b in zip(tiers.rows[sid], raw.rows[sid]):
+                if stat in ("count", "last"):
+                    assert a == b
+                elif stat == "avg":
+                    assert (a is None and b is None) or a == pytest.approx(b, rel=1e-9)
+                else:
+                    assert (a is None and b is None) or abs(a - b) <= ALPHA * abs(b) + 1e-9
+    some = list(stored)[:2]
+    part = repo.heatmap("cpu_percent", start, end, hour, server_ids=some)
+    names = {s.id: s.name for s in repo.servers()}
+    assert set(part.rows) == set(some) and part.names == {s: names[s] for s in some}
+    with pytest.raises(UnknownServerError, match="servers"):
+        repo.heatmap("cpu_percent", start, end, hour, server_ids=[10_000])
+    with pytest.raises(QueryError, match="cells"):
+        repo.heatmap("cpu_percent", start, end, timedelta(seconds=1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(st.tuples(st.integers(0, 5), st.booleans(), st.lists(
+    st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.just(0.0),
+              st.floats(1e-12, 1e-8), st.floats(0.5, 100)), min_size=1, max_size=40)),
+    min_size=1, max_size=12), q=st.sampled_from([0.0, 0.25, 0.5, 0.95, 0.99, 1.0]))
+def test_bins_merge_equals_merging_sketches_one_by_one(parts, q):
+    groups = 6
+    bins = Bins(groups)
+    ref = [Sketch() for _ in range(groups)]
+    for g, as_blob, values in parts:
+        s = Sketch.of(values)
+        if as_blob:
+            bins.add_blobs([g], [s.encode()])
+        else:
+            bins.add_values([g] * len(values), values)
+        ref[g].merge(s)
+    got = bins.quantiles(q)
+    for g in range(groups):
+        want = ref[g].quantile(q)
+        if want is None:
+            assert np.isnan(got[g])
+        else:
+            assert got[g] == pytest.approx(want, rel=1e-12, abs=1e-300)
+
+
+def test_bins_wide_counts_and_many_groups_chunked():
+    big = Sketch.of([5.0] * 70_000 + [9.0])              # counts past uint16: wide encoding
+    wide = Bins(3)
+    wide.add_blobs([0, 2, 2], [big.encode(), big.encode(), None])
+    assert list(wide.quantiles(0.5))[0] == pytest.approx(big.quantile(0.5))
+    assert np.isnan(wide.quantiles(0.5)[1])
+    # values spread over the whole double range force the chunked bincount
+    rnd = random.Random(5)
+    n = 400
+    spread = Bins(n)
+    ref = [Sketch() for _ in range(n)]
+    for g in range(n):
+        vs = [rnd.choice([1e-9, 1e300, -1e300, rnd.uniform(-5, 5)]) for _ in range(4)]
+        spread.add_values([g] * 4, vs)
+        ref[g].merge(Sketch.of(vs))
+    got = spread.quantiles(0.9)
+    assert all(got[g] == pytest.approx(ref[g].quantile(0.9), rel=1e-12) for g in range(n))
