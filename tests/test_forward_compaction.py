@@ -215,6 +215,13 @@ def test_a_resent_compacted_state_changes_nothing_and_a_crash_after_the_commit_c
         return real(self, inflight, outcome)
 
     monkeypatch.setattr(forwarder_module.Forwarder, "_acknowledge", crash_on_second)
+    shipped, ship_states = [], Central.ship_states
+
+    def keep(self, spool_id, batch_no, states, *args):
+        shipped.append(states)
+        return ship_states(self, spool_id, batch_no, states, *args)
+
+    monkeypatch.setattr(Central, "ship_states", keep)
     with pytest.raises(Crash):
         forwarder(spool, db, state_rows=3).run()
     monkeypatch.setattr(forwarder_module.Forwarder, "_acknowledge", real)
@@ -222,6 +229,7 @@ def test_a_resent_compacted_state_changes_nothing_and_a_crash_after_the_commit_c
     before = central_5m(db)
     again = forwarder(spool, db, state_rows=3)
     again.run()
+    monkeypatch.setattr(Central, "ship_states", ship_states)
     assert again.recovered == 1
     s = status(spool)
     assert s.counts["compacted:forwarded"] == held and not s.counts.get("compacted:duplicate")
@@ -232,20 +240,10 @@ def test_a_resent_compacted_state_changes_nothing_and_a_crash_after_the_commit_c
     assert all(close(tier[k], v) for k, v in expected.items())
     # the same states sent once more: counted as duplicates, the tiers unchanged
     hours = db.execute_sql("SELECT count(*), SUM(n) FROM rollup_1h").fetchone()
-    central = Central(db)
-    cid = MetricRepository(db).add_server("agent-0")
-    d = dialect_for(spool)
-    local = spool.execute_sql("SELECT metric_type_id, bucket, n, total, low, high, first_at, "
-                              "first_v, last_at, last_v, increase, elapsed, pairs, sketch "
-                              "FROM rollup_5m").fetchall()
-    mnames = dict(spool.execute_sql("SELECT id, name FROM metric_types"))
-    states = [(cid, mnames[r[0]], to_micros(d.time_result(r[1])),
-               State.from_row(to_micros(d.time_result(r[1])), r[2:])) for r in local]
-    raw_buckets = {(m, to_micros(t) - to_micros(t) % W5) for _, m, t, _ in central_raw(db)}
-    compacted = [s for s in states if (s[1], s[2]) not in raw_buckets]
-    assert sum(s[3].count for s in compacted) == held
-    out = central.ship_states("resend", 1, compacted, [{}] * len(compacted))
-    assert out.states == {compaction.DUPLICATE: held}
+    resend = [st for batch in shipped for st in batch]      # every state, shipped once
+    assert sum(st[3].count for st in resend) == held
+    out = Central(db).ship_states("resend", 1, resend, [{}] * len(resend))
+    assert out.states == {compaction.DUPLICATE: sum(st[3].count for st in resend)}
     assert central_5m(db) == tier
     assert db.execute_sql("SELECT count(*), SUM(n) FROM rollup_1h").fetchone() == hours
 

@@ -16,8 +16,8 @@ batch's ack row). For each state, by what the central 5-minute tier holds
 for that bucket:
 
 - nothing: the state is written (``compacted:forwarded``);
-- the same state (count, sum, min, max, first and last sample): a re-send,
-  nothing changes (``compacted:duplicate``);
+- the same state (count, min, max, first and last sample, the sum up to
+  float rounding): a re-send, nothing changes (``compacted:duplicate``);
 - a state whose samples all lie before or after this one's (rows that
   arrived raw for the same bucket, e.g. a late sample forwarded after the
   compaction): the two are merged in time order (``compacted:forwarded``);
@@ -214,8 +214,11 @@ def merge_central(db, repo, states, now=None):
 
 
 def _same(a, b):
-    return (a.count, a.sum, a.min, a.max, a.first_at, a.first, a.last_at, a.last) == (
-        b.count, b.sum, b.min, b.max, b.first_at, b.first, b.last_at, b.last)
+    """The same samples (the sum up to float rounding: the write path and a
+    state built here may add in different orders)."""
+    return ((a.count, a.min, a.max, a.first_at, a.first, a.last_at, a.last)
+            == (b.count, b.min, b.max, b.first_at, b.first, b.last_at, b.last)
+            and abs(a.sum - b.sum) <= 1e-12 * max(abs(a.sum), abs(b.sum), 1.0))
 
 
 def describe(server, metric, b, st):
