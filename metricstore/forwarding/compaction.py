@@ -136,6 +136,11 @@ def delete(db, seq_ranges):
         db.cursor().executemany(sql, [{"lo": lo, "hi": hi} for lo, hi in seq_ranges])
 
 
+def any_waiting(db):
+    """Whether a state waits to be shipped (read-only, one probe)."""
+    return db.execute_sql("SELECT 1 FROM %s LIMIT 1" % TABLE).fetchone() is not None
+
+
 def waiting(db):
     """``(states, raw rows they hold)`` not yet shipped (read-only)."""
     n, rows = db.execute_sql("SELECT count(*), COALESCE(SUM(n), 0) FROM %s" % TABLE).fetchone()

@@ -59,15 +59,13 @@ def is_poison(exc):
         exc = exc.__cause__ or exc.__context__
     return False
 LOCK_NAME = "forwarder"
-RAMP_FIRST_ROWS = 25_000
 
 
 class Forwarder:
     """Forward the spool ``local_db`` into ``central_db`` (both peewee
     databases from :func:`metricstore.connect`, provisioned).
 
-    ``batch_rows``: entries per backfill batch (a backlog starts at
-    :data:`RAMP_FIRST_ROWS` and doubles per batch up to it); ``live_rows``: per live
+    ``batch_rows``: entries per backfill batch; ``live_rows``: per live
     batch; ``poll_s``: pause when the spool is empty (follow mode);
     ``backoff``: a :class:`Backoff`; ``cap``: a :class:`SpoolCap` (None: no
     cap); ``local_retention``: forwarded rows older than this (by
@@ -102,9 +100,6 @@ class Forwarder:
         self._unsure = True           # a batch may be in flight from an earlier run
         self._last_maintenance = None
         self._ahead = None            # the next backfill batch, read while one was sent
-        # A backlog's first batch is small (its read is the one nothing overlaps)
-        # and each full one doubles the next, up to batch_rows.
-        self._ramp = min(batch_rows, RAMP_FIRST_ROWS)
         self._pool = None
 
     # -- life cycle ------------------------------------------------------------------
@@ -186,20 +181,17 @@ class Forwarder:
         if self._unsure:
             self._recover()
         shipped = self._ship_compacted()
-        limit = self._ramp
-        grown = min(2 * limit, self.batch_rows)
-        backfill = self._ship_next(limit, newest_first=False, ahead_rows=grown)
+        backfill = self._ship_next(self.batch_rows, newest_first=False)
         shipped += backfill
-        if backfill >= limit:                # a backlog: a live batch, larger batches
-            self._ramp = grown
+        if backfill >= self.batch_rows:
             shipped += self._ship_next(self.live_rows, newest_first=True)
-        else:
-            self._ramp = min(self.batch_rows, RAMP_FIRST_ROWS)
         return shipped
 
     def _ship_compacted(self):
         """Ship one batch of waiting compacted 5-minute states (the spool's
         oldest data); returns how many."""
+        if not compaction.any_waiting(self.local):
+            return 0
         with self.dialect.write_transaction(self.local), self.dialect.lock(
                 self.local, outbox.LOCK):
             ranges, states = compaction.read(self.local, self.state_rows)
@@ -239,10 +231,10 @@ class Forwarder:
         self._unsure = False
         return len(states)
 
-    def _ship_next(self, limit, newest_first, ahead_rows=None):
+    def _ship_next(self, limit, newest_first):
         """Read, mark and send one batch. A full backfill batch starts the read
-        of the next one (``ahead_rows``) in a helper thread while the central
-        database works (the read is checked again before that batch is marked)."""
+        of the next one in a helper thread while the central database works
+        (the read is checked again before that batch is marked)."""
         ahead, self._ahead = self._ahead, None
         with self.dialect.write_transaction(self.local), self.dialect.lock(
                 self.local, outbox.LOCK):
@@ -259,7 +251,7 @@ class Forwarder:
             inflight = self._mark(batch)
         pending = None
         if not newest_first and len(batch) >= limit:
-            pending = self._reader().submit(outbox.read, self.local, ahead_rows or limit,
+            pending = self._reader().submit(outbox.read, self.local, limit,
                                             above=batch.last_seq)
         try:
             self._send(inflight, batch)
