@@ -12,7 +12,8 @@ Citus tenant in a distributed schema (schema-based sharding). Ingest is
 duplicates, whose counts are checked). Each query runs ``--rounds`` times
 per tenant, tenants interleaved; medians and the ratio to the single node
 are printed, with rows per worker and the EXPLAINs of a one-server query and
-of ``latest``. Prints Markdown; nothing is kept (tenants are dropped).
+of ``latest``; the rollup reads over 6 h are served from the tiers. Prints
+Markdown; nothing is kept (tenants are dropped).
 """
 
 import argparse
@@ -28,6 +29,7 @@ import metricstore
 from metricstore import queries as Q
 from metricstore.connection import connect
 from metricstore.dialects import dialect_for
+from metricstore.rollups.rebuild import tier_status
 from metricstore.status import status
 
 CITUS_URL = os.environ.get("METRICSTORE_CITUS_URL", "postgresql://root@127.0.0.1:9700/test")
@@ -85,7 +87,7 @@ def ingest(tenant, rows, snaps, batch):
 
 
 def queries(end, servers):
-    start = end - timedelta(hours=1)
+    start, long = end - timedelta(hours=1), end - timedelta(hours=6)
     return {
         "series (1 server, 1 h)": lambda r: list(r.series(1, "cpu_percent", start, end)),
         "buckets 5m avg,p95 (1 server, 1 h)": lambda r: r.buckets(
@@ -96,7 +98,16 @@ def queries(end, servers):
         "top 10 by avg (1 h)": lambda r: r.top("cpu_percent", start, end),
         "silent_servers (5 min)": lambda r: r.silent_servers(end - timedelta(minutes=5)),
         "status()": lambda r: status(r.db, now=end),
+        "buckets 1h avg,p95 (1 server, 6 h, tiers)": lambda r: r.buckets(
+            1, "cpu_percent", long, end, timedelta(hours=1), stats=("avg", "p95")),
+        "summary (1 server, 6 h, tiers)": lambda r: r.summary(1, "cpu_percent", long, end),
+        "rate 1h (1 server, 6 h, tiers)": lambda r: r.rate(
+            1, "disk_io_reads", long, end, timedelta(hours=1)),
+        "top 10 by p95 (6 h, tiers)": lambda r: r.top("cpu_percent", long, end, stat="p95"),
+        "top 10 by avg (6 h, tiers)": lambda r: r.top("cpu_percent", long, end),
+        "rollups status": lambda r: tier_status(r.db, now=end),
     }
+UNEQUAL = ("status()", "rollups status")     # row counts: estimates on the single node
 
 
 def rows_per_worker(db):
@@ -150,7 +161,7 @@ def main(argv=None):
         print("|---|" + "---:|" * len(tenants))
         for name, call in queries(end, args.servers).items():
             results = [call(t.repo) for t in tenants]          # warm, and same answers
-            if name != "status()":
+            if name not in UNEQUAL:
                 assert results[1] == results[0] and results[2] == results[0], name
             times = {t.label: [] for t in tenants}
             for _ in range(args.rounds):
@@ -171,6 +182,9 @@ def main(argv=None):
         print("\n```\n-- latest (one task per shard)\n" + "\n".join(
             explain(citus.db, d.sql(d.latest, filter=""), {"mid": 1}).splitlines()[:14])
             + "\n   ...\n```")
+        print("\n```\n-- rollups status: first bucket of rollup_5m (one task per shard)\n"
+              + "\n".join(explain(citus.db, d.tier_span.format(t="rollup_5m"), {})
+                          .splitlines()[:16]) + "\n   ...\n```")
     finally:
         for t in tenants:
             t.drop()

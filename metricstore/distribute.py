@@ -9,9 +9,11 @@ all co-located with ``metrics``, so every one-server query is a router query
 to one shard. New month partitions created later are distributed by Citus
 with their parent; run ``distribute`` again after a migration adds a table.
 
-Ids are drawn on the coordinator only (Citus gives workers bigint sequence
-ranges; ``servers.id`` is an int): register servers, provision, maintain and
-distribute through the coordinator; write and read samples through any node.
+A collector may use any node: ``servers.id`` is an int identity that only
+the coordinator can draw (Citus gives workers bigint sequence ranges), so on
+a worker ``add_server`` of a new name runs its insert on the coordinator
+(``CitusDialect.insert_drawing_id``). Provision, maintain and distribute run
+on the coordinator.
 """
 
 from contextlib import nullcontext
@@ -69,4 +71,6 @@ def distribute(db, retention_days=None, shard_count=None):
                     SHARDED_TABLES, (DISTRIBUTION_COLUMN, SERIES_TABLES[0])).fetchall()]
                 report.changed = dialect.distribute(db, REFERENCE_TABLES, sharded,
                                                     DISTRIBUTION_COLUMN, shard_count)
+        if report.changed:
+            dialect.provisioned(db)        # statistics for the new shard placements
     return report

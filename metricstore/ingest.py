@@ -15,6 +15,7 @@ from itertools import islice
 from typing import NamedTuple, Optional
 
 from .dialects import dialect_for
+from .dialects.postgres import copy_line
 from .errors import QueryError, ValidationError
 from .partitioning import ensure_months
 from .rollups.tiers import TIER_TABLES
@@ -85,21 +86,13 @@ class Target:
         return tuple(self.columns.index(c) for c in self.key) + (len(self.columns),)
 
 
-def _copy_field(value):
-    return "\\N" if value is None else repr(value) if isinstance(value, float) else str(value)
-
-
-def _snapshot_line(row):
-    return "\t".join(map(_copy_field, row)) + "\n"
-
-
 METRICS = Target("metrics", ("server_id", "metric_type_id", "value"),
                  ("integer", "smallint", "double precision"), "%d\t%d\t%r\t%d\n",
                  key=("server_id", "metric_type_id"))
 SNAPSHOTS = Target("server_snapshots",
                    ("server_id", "cpu_percent", "memory_percent", "connection_count", "status"),
                    ("integer", "double precision", "double precision", "integer", "text"),
-                   _snapshot_line, key=("server_id",))
+                   copy_line, key=("server_id",))
 
 
 def _chunks(iterable, size):

@@ -56,5 +56,6 @@ def provision(db, retention_days=None, now=None):
                 report.metric_types_written = seed_metric_types(db)
                 report.retention_days = ensure_settings(db, retention_days).retention_days
         report.partitions_created = ensure_partitions_ahead(db, now=now)
+        dialect.provisioned(db)
     return report
 

@@ -68,3 +68,16 @@ STATS = ("avg", "min", "max", "sum", "count", "last") + tuple(PERCENTILES)
 TIME_SPAN = ("SELECT MIN((SELECT MIN(collected_at) FROM {table} WHERE server_id = s.id)), "
              "MAX((SELECT MAX(collected_at) FROM {table} WHERE server_id = s.id)) "
              "FROM servers s")
+
+# Rollup tier status (rollups.rebuild.tier_status): per-series index probes.
+# {t}: the tier table. First and last bucket start of any series:
+TIER_SPAN = ("SELECT MIN((SELECT MIN(bucket) FROM {t} WHERE server_id = s.id "
+             "AND metric_type_id = m.id)), MAX((SELECT MAX(bucket) FROM {t} "
+             "WHERE server_id = s.id AND metric_type_id = m.id)) FROM servers s, metric_types m")
+# The newest sample (epoch us) a tier holds: last_at of each series' newest bucket.
+TIER_NEWEST = ("SELECT MAX((SELECT MAX(last_at) FROM {t} WHERE server_id = s.id AND "
+               "metric_type_id = m.id AND bucket = (SELECT MAX(bucket) FROM {t} WHERE "
+               "server_id = s.id AND metric_type_id = m.id))) FROM servers s, metric_types m")
+# The newest raw sample of any series.
+RAW_NEWEST = ("SELECT MAX((SELECT MAX(collected_at) FROM metrics WHERE server_id = s.id "
+              "AND metric_type_id = m.id)) FROM servers s, metric_types m")

@@ -22,6 +22,8 @@ from .ingest import (METRICS, SNAPSHOTS, Sample, SnapshotSample, metric_checker,
 from .models import COUNTER, MetricType, Server
 from .rollups import read as R
 from .rollups.planner import plan as plan_segments, usable
+from .rollups.snapshots import SnapshotTierUpdater, series_id as snapshot_series
+from .rollups.planner import Segment
 from .rollups.update import TierUpdater
 from .timeutil import EPOCH, check_range, to_micros, to_timedelta, to_utc, utcnow
 from .settings import get_retention_days
@@ -61,6 +63,15 @@ class Bucket:
             return self.__dict__["stats"][name]
         except KeyError:
             raise AttributeError(name) from None
+
+    @classmethod
+    def of(cls, start, end, stats, resolution, error):
+        """A bucket without the frozen dataclass's per-field __init__ (a
+        30-day chart builds 720 of them)."""
+        out = object.__new__(cls)
+        out.__dict__.update(start=start, end=end, stats=stats, resolution=resolution,
+                            error=error)
+        return out
 
 
 class Rate(NamedTuple):
@@ -208,9 +219,8 @@ class MetricRepository:
         registered = Server.select(Server.id).where(Server.name == name).bind(self.db)
         sid = registered.scalar()
         if sid is None:
-            self.dialect.check_can_draw_ids(self.db, "servers")
-            (Server.insert(name=name, created_at=utcnow()).on_conflict_ignore()
-             .execute(self.db))
+            self.dialect.insert_drawing_id(
+                self.db, Server.insert(name=name, created_at=utcnow()).on_conflict_ignore())
             sid = registered.scalar()
         return sid
 
@@ -257,9 +267,11 @@ class MetricRepository:
                                    self._time_bounds())
         else:
             check = snapshot_checker(self._server_ids(), self._time_bounds())
-        tiers = None
-        if target is METRICS:                # the rollup tiers change with the rows
+        # The rollup tiers change with the rows (the snapshot columns too).
+        if target is METRICS:
             tiers = TierUpdater(self.db, self._counters())
+        else:
+            tiers = SnapshotTierUpdater(self.db)
         return write(self.db, target, rows, check, on_error, commit_every=commit_every,
                      tiers=tiers)
 
@@ -357,10 +369,11 @@ class MetricRepository:
         if segments:
             name, error = R.resolution(segments), R.percentile_error(stats, segments)
             out.resolution, out.error = name, error
+            make = Bucket.of
             for g, values in R.buckets(self.db, params["sid"], rule.id, every_us, segments,
                                        stats):
                 begin = EPOCH + timedelta(microseconds=g)
-                found[begin] = Bucket(begin, begin + every, values, name, error)
+                found[begin] = make(begin, begin + every, values, name, error)
         else:
             params["every"] = self.dialect.interval_param(every)
             d = self.dialect
@@ -470,6 +483,29 @@ class MetricRepository:
             return self.dialect.sql(template, filter="")
         params["ids"] = self.dialect.ids_param(_server_ids(server_ids))
         return self.dialect.sql(template, filter=self.dialect.id_filter("s.id"))
+
+    @guarded(read_only=True)
+    def snapshot_buckets(self, server_id, column, start, end, every, stats=DEFAULT_STATS,
+                         resolution="auto"):
+        """Statistics per UTC-aligned bucket of a snapshot column
+        (cpu_percent, memory_percent or connection_count) of one server:
+        like :meth:`buckets` (same stats, tiers and ``resolution``), NULL
+        values left out; only buckets holding data. Read-only."""
+        stats = self._check_stats(stats)
+        every = _interval(every, "every")
+        start, end = check_range(start, end)
+        sid = self._check_server(server_id)
+        mid = snapshot_series(column)
+        every_us = every // timedelta(microseconds=1)
+        segments = self._segments(start, end, resolution, every_us) or (
+            [Segment(self._sources()[-1], to_micros(start), to_micros(end))]
+            if start < end else [])
+        out = R.Served()
+        out.resolution, out.error = R.resolution(segments), R.percentile_error(stats, segments)
+        for g, values in R.buckets(self.db, sid, mid, every_us, segments, stats):
+            begin = EPOCH + timedelta(microseconds=g)
+            out.append(Bucket.of(begin, begin + every, values, out.resolution, out.error))
+        return out
 
     @guarded(read_only=True)
     def snapshots(self, server_id, start, end):

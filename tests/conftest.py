@@ -8,6 +8,11 @@
   (``citus_url`` fixture); without it they skip with the reason. If the server cannot be reached the
   PostgreSQL tests skip with the reason, except under ``CI=true``, where
   that is a failure.
+- ``METRICSTORE_TEST_DISTRIBUTE=N`` (with ``DATABASE_URL`` naming a Citus
+  coordinator): the ``db`` fixture shards each tenant by server
+  (``metricstore.distribute``, N shards) instead of only provisioning it, so
+  any test module runs on a row-sharded tenant; without it a tenant schema
+  on Citus is a distributed schema (schema-based sharding).
 """
 
 import os
@@ -61,6 +66,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 CITUS_URL = os.environ.get("METRICSTORE_CITUS_URL") or ""
+DISTRIBUTE = int(os.environ.get("METRICSTORE_TEST_DISTRIBUTE") or 0)
 
 
 def _schema_url(schema, url=URL):
@@ -146,7 +152,11 @@ def assert_integrity(db):
 @pytest.fixture
 def db(raw_db):
     """An open connection to a freshly provisioned tenant; on SQLite its
-    integrity is checked when the test is done."""
-    metricstore.provision(raw_db)
+    integrity is checked when the test is done. Sharded by server on Citus
+    under ``METRICSTORE_TEST_DISTRIBUTE``."""
+    if DISTRIBUTE:
+        metricstore.distribute(raw_db, shard_count=DISTRIBUTE)
+    else:
+        metricstore.provision(raw_db)
     yield raw_db
     assert_integrity(raw_db)

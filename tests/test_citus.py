@@ -20,8 +20,12 @@ from metricstore.connection import connect
 from metricstore.dialects import (CitusDialect, CitusSchemaDialect, PostgresDialect,
                                   dialect_for)
 from metricstore.partitioning import PartitionManager
+from metricstore.rollups.rebuild import rebuild, tier_status
+from metricstore.rollups.sketch import ALPHA
+from metricstore.rollups.store import tier_rows
+from metricstore.rollups.tiers import TIER_1H, TIERS
 from metricstore.status import status
-from metricstore.timeutil import month_start, utcnow
+from metricstore.timeutil import month_start, to_micros, utcnow
 
 NOW = utcnow().replace(microsecond=0)
 STEP = timedelta(seconds=15)
@@ -37,6 +41,15 @@ def kinds(db, schema):
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
         "AND NOT c.relispartition", (schema,)).fetchall()
     return {name: tuple(rest) for name, *rest in rows}
+
+
+def analyzed(db, table):
+    """Whether every shard placement of ``table`` has statistics (was ANALYZEd)."""
+    rows = db.execute_sql(
+        "SELECT success, result FROM run_command_on_placements(%s::regclass, "
+        "$$SELECT reltuples >= 0 FROM pg_class WHERE oid = '%%s'::regclass$$)",
+        (table,)).fetchall()
+    return bool(rows) and all(row == (True, "t") for row in rows)
 
 
 def schema_of(url):
@@ -160,6 +173,7 @@ def test_provisioning_a_tenant_schema_makes_it_a_distributed_schema(citus_url):
     for table in ("servers", "metrics", "server_snapshots", "tenant_settings",
                   "maintenance_runs", "migratehistory"):
         assert tables[table][0] == "schema" and tables[table][2] == group
+    assert analyzed(db, "servers") and analyzed(db, "metric_types")
     assert metricstore.provision(db).migrations_applied == []      # idempotent
     db.close()
 
@@ -205,6 +219,7 @@ def test_distribute_makes_reference_and_colocated_tables_idempotently(citus_url,
     (shards,) = db.execute_sql("SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = "
                                "'metrics'::regclass").fetchone()
     assert shards == SHARDS
+    assert analyzed(db, "servers") and analyzed(db, "metric_types")
     assert metricstore.distribute(db).changed == []
     db.close()
     assert main(["distribute", citus_url]) == 0
@@ -248,16 +263,130 @@ def test_a_distributed_tenant_answers_like_plain_python(citus_url):
     db.close()
 
 
-@pytest.mark.xfail(strict=True, reason="the rollup tiers' status probes (metricstore/rollups/"
-                   "rebuild.py, issue 9) are correlated subqueries over the reference "
-                   "tables, which Citus refuses on a tenant sharded by server")
 def test_status_of_a_sharded_tenant_with_rollup_tiers(citus_url):
     db = connect(citus_url)
     db.connect()
     metricstore.distribute(db, shard_count=SHARDS)
     repo = MetricRepository(db, clock=lambda: NOW)
     rows = fleet(repo, servers=3, points=5)[1]
-    assert status(db, now=NOW).rows["metrics"] == (len(rows), True)
+    result = status(db, now=NOW)
+    assert result.rows["metrics"] == (len(rows), True)
+    five = {t.name: t for t in result.tiers}["5m"]
+    assert five.rows == len({(s, m, to_micros(t) // 300_000_000) for s, m, _, t in rows})
+    assert five.lag == timedelta(0)
+    db.close()
+
+
+# -- the rollup tiers, in both models ------------------------------------------------
+
+def rollup_fleet(repo):
+    """Three servers, a gauge and a counter (with resets) every 15 s for 26 h."""
+    ids = [repo.add_server("roll-%d" % i) for i in range(3)]
+    rows = []
+    for sid in ids:
+        c = 0
+        for i in range(1, 26 * 240):
+            t = NOW - STEP * i
+            c = 5 if i % 997 == 0 else c + (i * 7919 + sid) % 50
+            rows.append((sid, "cpu_percent", float((i * 31 + sid * 7) % 97), t))
+            rows.append((sid, "disk_io_reads", float(c), t))
+    assert repo.record_many(rows).inserted == len(rows)
+    return ids, rows
+
+
+def exact_quantile(values, q):
+    values = sorted(values)
+    rank = q * (len(values) - 1)
+    lo = int(rank)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (rank - lo)
+
+
+def check_rollups(db, url, capsys):
+    """Every rollup call (reads served from tiers, status, rebuild, the CLI)
+    against plain Python over the rows written, or against the raw answer."""
+    repo = MetricRepository(db, clock=lambda: NOW)
+    ids, rows = rollup_fleet(repo)
+    start, end = NOW - timedelta(hours=25, minutes=7, seconds=3), NOW
+    hour = timedelta(hours=1)
+    cpu = {sid: [(t, v) for s, m, v, t in rows if s == sid and m == "cpu_percent"
+                 and start <= t < end] for sid in ids}
+
+    got = repo.buckets(ids[0], "cpu_percent", start, end, hour,
+                       stats=("avg", "max", "count", "p95"))
+    assert "1h" in got.resolution and got.error == ALPHA
+    groups = {}
+    for t, v in cpu[ids[0]]:
+        groups.setdefault(t.replace(minute=0, second=0), []).append(v)
+    assert [b.start for b in got] == sorted(groups)
+    for b in got:
+        values = groups[b.start]
+        assert (b.count, b.max) == (len(values), max(values))
+        assert b.avg == pytest.approx(sum(values) / len(values), rel=1e-12)
+        assert abs(b.p95 - exact_quantile(values, 0.95)) <= ALPHA * exact_quantile(values, 0.95)
+
+    summary = repo.summary(ids[1], "cpu_percent", start, end, stats=("avg", "count", "p50"))
+    values = [v for _, v in cpu[ids[1]]]
+    assert summary.resolution != "raw" and summary["count"] == len(values)
+    assert summary["avg"] == pytest.approx(sum(values) / len(values), rel=1e-12)
+    assert abs(summary["p50"] - exact_quantile(values, 0.5)) <= ALPHA * exact_quantile(values, 0.5)
+
+    served = repo.rate(ids[2], "disk_io_reads", start, end, hour)
+    raw = repo.rate(ids[2], "disk_io_reads", start, end, hour, resolution="raw")
+    assert served.resolution != "raw" and len(served) == len(raw) > 20
+    assert [(x.start, x.pairs) for x in served] == [(x.start, x.pairs) for x in raw]
+    assert [x.rate for x in served] == pytest.approx([x.rate for x in raw], rel=1e-12)
+
+    for stat, of in (("avg", lambda v: sum(v) / len(v)), ("max", max),
+                     ("p95", lambda v: exact_quantile(v, 0.95))):
+        want = {sid: of([v for _, v in cpu[sid]]) for sid in ids}
+        top = repo.top("cpu_percent", start, end, n=3, stat=stat)
+        assert top.resolution != "raw", stat
+        assert sorted(r.server_id for r in top) == sorted(ids)
+        for r in top:
+            bound = ALPHA * want[r.server_id] if stat == "p95" else 1e-9 * want[r.server_id]
+            assert abs(r.value - want[r.server_id]) <= bound, stat
+
+    tiers = {t.name: t for t in tier_status(db, now=NOW)}
+    for tier in TIERS:
+        w = tier.width_us
+        buckets = {(s, m, to_micros(t) // w * w) for s, m, _, t in rows}
+        assert (tiers[tier.name].rows, tiers[tier.name].exact) == (len(buckets), True)
+        assert to_micros(tiers[tier.name].first) == min(b for *_, b in buckets)
+        assert tiers[tier.name].lag == timedelta(0)
+
+    mid = repo.metric_rules()["disk_io_reads"].id
+    before = tier_rows(db, TIER_1H, [(ids[2], mid, 0, 2 ** 62)])
+    db.execute_sql("DELETE FROM rollup_1h")
+    rebuild(db, NOW - timedelta(days=2), NOW, now=NOW)
+    assert tier_rows(db, TIER_1H, [(ids[2], mid, 0, 2 ** 62)]) == before
+    assert main(["rollups", "status", "--url", url]) == 0
+    assert "5m" in capsys.readouterr().out
+    assert main(["rollups", "rebuild", "--start", "-1d", "--url", url]) == 0
+    assert "rebuilt" in capsys.readouterr().out
+    assert tier_rows(db, TIER_1H, [(ids[2], mid, 0, 2 ** 62)]) == before
+    assert main(["status", "--url", url]) in (0, 1)          # 1: no maintenance run yet
+    assert "rollup_5m:" in capsys.readouterr().out
+
+
+def test_rollup_tiers_on_a_tenant_sharded_by_server(citus_url, capsys):
+    db = connect(citus_url)
+    db.connect()
+    metricstore.distribute(db, shard_count=SHARDS)
+    tables = kinds(db, schema_of(citus_url))
+    for tier in TIERS:
+        assert tables[tier.table] == ("distributed", "server_id", tables["metrics"][2])
+    check_rollups(db, citus_url, capsys)
+    db.close()
+
+
+def test_rollup_tiers_on_a_distributed_schema_tenant(citus_url, capsys):
+    db = connect(citus_url)
+    db.connect()
+    metricstore.provision(db)
+    assert type(dialect_for(db)) is CitusSchemaDialect
+    assert kinds(db, schema_of(citus_url))["rollup_5m"][0] == "schema"
+    check_rollups(db, citus_url, capsys)
     db.close()
 
 
@@ -355,25 +484,47 @@ def worker_url(db, url):
     return re.sub(r"@[^/]+/", "@%s:%d/" % (host, port), url)
 
 
-def test_a_collector_on_a_worker_writes_samples_but_registers_through_the_coordinator(
-        citus_url):
+def test_a_collector_on_a_worker_registers_servers_and_writes_samples(citus_url):
     db = connect(citus_url)
     db.connect()
     metricstore.distribute(db, shard_count=SHARDS)
     sid = MetricRepository(db).add_server("srv-a")
     worker = connect(worker_url(db, citus_url))
     worker.connect()
+    assert not dialect_for(worker).is_coordinator(worker)
     repo = MetricRepository(worker, clock=lambda: NOW)
     assert repo.add_server("srv-a") == sid                          # already registered
-    with pytest.raises(ConfigurationError, match="coordinator"):
-        repo.add_server("srv-new")
-    rows = [(sid, "cpu_percent", float(i), NOW - STEP * i) for i in range(50)]
-    assert repo.record_many(rows).inserted == 50
-    assert repo.record_many(rows).duplicates == 50
+    new = repo.add_server("srv-new")           # its id is drawn on the coordinator
+    assert new not in (None, sid) and repo.add_server("srv-new") == new
+    assert MetricRepository(db).add_server("srv-new") == new
+    assert [s.name for s in repo.servers()] == ["srv-a", "srv-new"]
+    rows = [(s, "cpu_percent", float(i), NOW - STEP * i) for s in (sid, new) for i in range(50)]
+    assert repo.record_many(rows).inserted == 100
+    assert repo.record_many(rows).duplicates == 100
     assert metricstore.get_retention_days(worker) == 30            # reference table
     worker.close()
-    back = MetricRepository(db).series(sid, "cpu_percent", NOW - STEP * 60, NOW + STEP)
-    assert [p.value for p in back] == [float(i) for i in reversed(range(50))]
+    for s in (sid, new):
+        back = MetricRepository(db).series(s, "cpu_percent", NOW - STEP * 60, NOW + STEP)
+        assert [p.value for p in back] == [float(i) for i in reversed(range(50))]
+    db.close()
+
+
+def test_a_collector_on_the_worker_of_a_distributed_schema_registers_servers(citus_url):
+    db = connect(citus_url)
+    db.connect()
+    metricstore.provision(db)
+    (node,) = db.execute_sql(
+        "SELECT DISTINCT nodename || ':' || nodeport FROM pg_catalog.citus_shards "
+        "WHERE table_name = 'servers'::regclass").fetchall()
+    worker = connect(re.sub(r"@[^/]+/", "@%s/" % node[0], citus_url))
+    worker.connect()
+    repo = MetricRepository(worker, clock=lambda: NOW)
+    ids = [repo.add_server("w-%d" % i) for i in range(3)]
+    assert len(set(ids)) == 3 and [repo.add_server("w-%d" % i) for i in range(3)] == ids
+    assert [(s.id, s.name) for s in MetricRepository(db).servers()] == \
+        [(i, "w-%d" % k) for k, i in enumerate(ids)]
+    assert repo.record_many([(ids[1], "cpu_percent", 5.0, NOW)]).inserted == 1
+    worker.close()
     db.close()
 
 

@@ -263,3 +263,42 @@ def test_vectorised_chunk_states_equal_the_per_bucket_path(series):
         b = slow[key]
         assert a.row()[:1] + a.row()[2:] == b.row()[:1] + b.row()[2:], key
         assert a.sum == pytest.approx(b.sum, rel=1e-12)
+
+
+@pytest.mark.parametrize("chunk_rows", [300, 100_000])
+def test_large_batches_through_the_array_path_equal_a_recompute(db, monkeypatch, chunk_rows):
+    """Batches big enough for the numpy write path (5-minute, hourly and
+    daily batch states straight from the rows), over several chunks whose
+    rows share hours and days, interleave (a bucket staged twice) and
+    repeat: every tier still equals a recompute from the stored rows."""
+    import random
+    import metricstore.ingest
+    monkeypatch.setattr(metricstore.ingest, "CHUNK_ROWS", chunk_rows)
+    clock = [BASE]
+    repo = MetricRepository(db, clock=lambda: clock[0])
+    sid = repo.add_server("big")
+    rules = repo.metric_rules()
+    rnd = random.Random(chunk_rows)
+    stored = {"cpu_percent": {}, "disk_io_reads": {}}
+    start = BASE - timedelta(days=2, hours=3)
+    counter = 0
+    for batch in range(3):
+        rows = []
+        steps = list(range(batch, 2 * 24 * 240, 3))          # 3 interleaved passes
+        rnd.shuffle(steps)
+        for step in sorted(steps[: len(steps) // 2]):
+            t = start + timedelta(seconds=15 * step)
+            counter = rnd.randint(0, 5) if rnd.random() < 0.01 else counter + rnd.randint(0, 40)
+            rows.append((sid, "cpu_percent", rnd.choice([0.0, rnd.uniform(0, 100)]), t))
+            rows.append((sid, "disk_io_reads", float(counter), t))
+        rows += rows[:50]                                     # repeats inside the batch
+        result = repo.record_many(rows)
+        new = 0
+        for _, name, value, t in rows:
+            if to_micros(t) not in stored[name]:
+                stored[name][to_micros(t)] = value
+                new += 1
+        assert result.inserted == new
+        assert repo.record_many(rows).inserted == 0
+    for name, points in stored.items():
+        check_tiers(db, sid, rules[name].id, points, name == "disk_io_reads")

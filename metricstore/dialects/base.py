@@ -108,6 +108,10 @@ class Dialect:
     def prepare(self, db):
         """Create what must exist before migrations (e.g. the tenant schema)."""
 
+    def provisioned(self, db):
+        """Called at the end of every provisioning (and distributing) run, outside
+        its transactions (idempotent)."""
+
     # -- time ------------------------------------------------------------------
     def time_param(self, dt):
         """Aware UTC datetime -> the value bound for a time column."""
@@ -138,6 +142,9 @@ class Dialect:
     latest_snapshots = None    # latest snapshot per server (LEFT JOIN): {filter}
     silent = Q.SILENT          # servers with no row since :since
     time_span = Q.TIME_SPAN    # first and last collected_at of {table}
+    tier_span = Q.TIER_SPAN    # first and last bucket of tier table {t}
+    tier_newest = Q.TIER_NEWEST  # newest sample (epoch us) in tier table {t}
+    raw_newest = Q.RAW_NEWEST  # newest raw collected_at
 
     def sql(self, template, **fragments):
         """A template with its fragments filled in, in the driver's style."""
@@ -230,10 +237,12 @@ class Dialect:
         into a tier table, replacing rows with the same key."""
         raise NotImplementedError
 
-    def upsert_sql(self, table, columns, values):
+    def upsert_sql(self, table, columns, source):
+        """INSERT of ``source`` (``VALUES ...`` or a ``SELECT``) into a tier
+        table, replacing the rows of the same (server, metric, bucket)."""
         names = ("server_id", "metric_type_id", "bucket") + tuple(columns)
-        return ("INSERT INTO %s (%s) VALUES %s ON CONFLICT (server_id, metric_type_id, bucket) "
-                "DO UPDATE SET %s" % (self.quote(table), self.cols(names), values,
+        return ("INSERT INTO %s (%s) %s ON CONFLICT (server_id, metric_type_id, bucket) "
+                "DO UPDATE SET %s" % (self.quote(table), self.cols(names), source,
                                       ", ".join("%s = excluded.%s" % (self.quote(c), self.quote(c))
                                                 for c in columns)))
     # -- store and forward (metricstore.forwarding) --------------------------------
@@ -276,8 +285,10 @@ class Dialect:
         tables by ``column``, co-located (after :meth:`prepare_distribution`)."""
         raise NotImplementedError
 
-    def check_can_draw_ids(self, db, table):
-        """Raise ConfigurationError if this node cannot draw ``table``'s ids."""
+    def insert_drawing_id(self, db, query):
+        """Run peewee insert ``query`` into a table whose ``id`` its identity
+        draws (registering a server). Writes."""
+        query.execute(db)
 
     def attached(self, db, partition):
         """Called after a partition filled on this node was attached."""

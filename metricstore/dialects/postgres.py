@@ -280,13 +280,23 @@ class PostgresDialect(Dialect):
         return {"rs": list(s), "rm": list(m), "rlo": list(lo), "rhi": list(hi)}
 
     def upsert_rows(self, db, table, columns, rows):
-        from psycopg2.extras import execute_values   # psycopg2 is an optional extra
-        n = len(columns)
-        template = "(%%s, %%s, %s, %s)" % (self.time_from_micros_sql("%s"),
-                                           ", ".join(["%s"] * n))
-        sql = self.upsert_sql(table, columns, "%s")
+        """COPY the rows into a session-local staging table, then one INSERT
+        ... ON CONFLICT DO UPDATE from it (execute_values spent ~13 us a row
+        formatting in Python: 0.33 s of a 14 k-row tier update)."""
+        if not rows:
+            return
+        stage = self.quote("metricstore_upsert_%s_%d" % (table, len(columns)))
+        names = self.cols(columns)
+        buffer = io.StringIO("".join(map(copy_line, rows)))
         with db.cursor() as cursor:
-            execute_values(cursor, sql, rows, template=template, page_size=2000)
+            cursor.execute("CREATE TEMP TABLE IF NOT EXISTS %s AS SELECT server_id, "
+                           "metric_type_id, 0::bigint AS bucket_us, %s FROM %s WITH NO DATA"
+                           % (stage, names, self.quote(table)))
+            cursor.copy_expert("COPY %s FROM STDIN" % stage, buffer)
+            select = "SELECT server_id, metric_type_id, %s, %s FROM %s" % (
+                self.time_from_micros_sql("bucket_us"), names, stage)
+            cursor.execute(self.upsert_sql(table, columns, select))
+            cursor.execute("TRUNCATE %s" % stage)
 
     def outbox_trigger_sql(self, trigger, table, outbox, mapping):
         # One statement-level trigger with a transition table: it sees only
@@ -341,12 +351,6 @@ class PostgresWriter:
               "SELECT {names}, timestamptz '1970-01-01 00:00:00+00' + micros * interval '1 microsecond' "
               "FROM {stage} ORDER BY {order} ON CONFLICT DO NOTHING")
 
-    # With tiers: the rows actually inserted, counted per (series, 5-minute bucket).
-    COUNTED = ("WITH ins AS ({insert} RETURNING server_id, metric_type_id, collected_at) "
-               "SELECT server_id, metric_type_id, us - us % 300000000, count(*) FROM "
-               "(SELECT server_id, metric_type_id, (extract(epoch FROM collected_at) "
-               "* 1000000)::bigint AS us FROM ins) x GROUP BY 1, 2, 3")
-
     def __init__(self, db, dialect, target, tiers=None):
         self.db, self.target, self.tiers = db, target, tiers
         q = dialect.quote
@@ -356,7 +360,6 @@ class PostgresWriter:
         self.columns = ", ".join("%s %s" % (q(c), t)
                                  for c, t in zip(target.columns, target.staging_types))
         line = target.copy_line
-        self.key = itemgetter(*target.key_positions)
         self.format = line.__mod__ if isinstance(line, str) else line
 
     def __enter__(self):
@@ -367,8 +370,7 @@ class PostgresWriter:
 
     def add(self, rows):
         if rows and self.tiers is not None:
-            rows = sorted(rows, key=self.key)
-            self.tiers.add(rows)
+            self.tiers.add(rows)                # sorts what it needs itself
         if rows:
             buffer = io.StringIO("".join(map(self.format, rows)))
             try:
@@ -386,17 +388,12 @@ class PostgresWriter:
         insert = self.INSERT.format(table=self.target.table, names=self.names,
                                     stage=self.stage, order=self.order)
         with self.db.atomic():
-            if self.tiers is None:
-                inserted = self.insert(insert)
-            else:
-                # RETURNING counts what was stored on every engine (Citus too).
-                plain = PostgresWriter.INSERT.format(table=self.target.table,
-                                                     names=self.names, stage=self.stage,
-                                                     order=self.order)
-                self.cursor.execute(self.COUNTED.format(insert=plain))
-                counts = {(s, m, b): n for s, m, b, n in self.cursor.fetchall()}
-                self.tiers.flushed(counts)
-                inserted = sum(counts.values())
+            inserted = self.insert(insert)
+            if self.tiers is not None:
+                # All staged rows stored, none, or some (then the touched
+                # buckets are recomputed from raw): the count alone decides,
+                # so the insert needs no RETURNING (which cost ~1.5x its time).
+                self.tiers.flushed(inserted)
         try:
             self.cursor.execute("TRUNCATE %s" % self.stage)
         except Exception:
@@ -414,3 +411,20 @@ class PostgresWriter:
         if exc_type is not None and not self.db.in_transaction():
             self.cursor.execute("TRUNCATE %s" % self.stage)   # free the staged rows now
         return False
+
+
+def copy_field(v):
+    """One value in COPY's text format: None, float (repr: exact), bytes
+    (bytea hex), anything else as str."""
+    if v is None:
+        return "\\N"
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "\\\\x" + bytes(v).hex()
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def copy_line(row):
+    """A row tuple as one line of COPY's text format."""
+    return "\t".join(map(copy_field, row)) + "\n"

@@ -190,7 +190,8 @@ class SqliteDialect(Dialect):
         return {"ranges": json.dumps(ranges)}
 
     def upsert_rows(self, db, table, columns, rows):
-        sql = self.upsert_sql(table, columns, "(%s)" % ", ".join("?" * (len(columns) + 3)))
+        sql = self.upsert_sql(table, columns,
+                              "VALUES (%s)" % ", ".join("?" * (len(columns) + 3)))
         db.cursor().executemany(sql, rows)
 
     def outbox_trigger_sql(self, trigger, table, outbox, mapping):

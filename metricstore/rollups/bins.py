@@ -31,6 +31,7 @@ class Bins:
         self._groups, self._ords, self._counts = [], [], []
         self._blob_groups, self._blobs = [], []
         self._packed = []                    # (groups, sizes, bytes) of packed blobs
+        self._runs = []                      # parsed blobs, not yet materialised
 
     def add_blobs(self, groups, blobs):
         """Encoded sketches (bytes or memoryview; None skipped), ``groups[i]``
@@ -84,18 +85,26 @@ class Bins:
         body = np.ones(len(raw), dtype=bool)
         body[head.ravel()] = False
         zeros = np.flatnonzero(flags == HAS_ZERO)
+        zero_counts = np.zeros(len(sizes), dtype=np.int64)
         if len(zeros):                        # a uint32 zero count after the counts
             tail = (starts[zeros] + sizes[zeros] - 4)[:, None] + np.arange(4)
             body[tail.ravel()] = False
             z = raw[tail].astype(np.int64)
-            self._add_many(groups[zeros], np.full(len(zeros), _ZERO_ORD),
-                           z[:, 0] | z[:, 1] << 8 | z[:, 2] << 16 | z[:, 3] << 24)
+            zero_counts[zeros] = z[:, 0] | z[:, 1] << 8 | z[:, 2] << 16 | z[:, 3] << 24
         counts = raw[body].view("<u2").astype(np.float64)
+        self._clear()
+        return groups, offsets, lengths, counts, zero_counts
+
+    def _materialise(self, runs):
+        """Blob runs as (group, ordinal, count) rows."""
+        groups, offsets, lengths, counts, zero_counts = runs
+        zeros = np.flatnonzero(zero_counts)
+        if len(zeros):
+            self._add_many(groups[zeros], np.full(len(zeros), _ZERO_ORD), zero_counts[zeros])
         first = np.cumsum(lengths) - lengths
         self._add_many(np.repeat(groups, lengths),
                        np.arange(len(counts), dtype=np.int64)
                        + np.repeat(_POS + offsets - first, lengths), counts)
-        self._clear()
 
     def _clear(self):
         self._blob_groups, self._blobs = [], []
@@ -129,8 +138,16 @@ class Bins:
             ords[neg] = _NEG - np.ceil(np.log(-v[neg]) * INV_LOG_GAMMA).astype(np.int64)
         self._add_many(g, ords, np.ones(len(v)))
 
+    def _parse(self):
+        runs = self._parse_blobs()
+        if runs is not None:
+            self._runs.append(runs)
+
     def _arrays(self):
-        self._parse_blobs()
+        self._parse()
+        for runs in self._runs:
+            self._materialise(runs)
+        self._runs = []
         if not self._groups:
             return None
         return (np.concatenate(self._groups), np.concatenate(self._ords),
@@ -138,32 +155,117 @@ class Bins:
 
     def quantiles(self, q, lows=None, highs=None):
         """The ``q`` quantile of every group (a float64 array, NaN where a
-        group is empty), clamped to ``lows``/``highs`` (arrays) when given."""
+        group is empty), clamped to ``lows``/``highs`` (arrays) when given.
+
+        A group made of one stored sketch (a chart's bucket served by one
+        tier row) is answered from the flat cumulative counts; the others
+        (merges) from a dense groups x bins grid.
+        """
         out = np.full(self.ngroups, np.nan)
-        arrays = self._arrays()
-        if arrays is None:
-            return out
-        g, o, c = arrays
-        col, col_ord = _columns(o)
-        span = len(col_ord)
-        step = max(1, _CELLS // span)
-        order = np.argsort(g, kind="stable") if self.ngroups > step else None
-        if order is not None:
-            g, col, c = g[order], col[order], c[order]
-        for first in range(0, self.ngroups, step):
-            last = min(self.ngroups, first + step)
-            if order is None:
-                part = slice(None)
+        self._parse()
+        if self._runs:
+            runs = _concat_runs(self._runs)
+            per = np.bincount(runs[0], minlength=self.ngroups)
+            single = per == 1
+            if self._groups:
+                single[np.concatenate(self._groups)] = False
+            take = single[runs[0]]
+            if not take.any():
+                return self._dense(out, q, lows, highs)
+            chosen = _select_runs(runs, take)
+            out[chosen[0]] = _quantile_runs(chosen, q)
+            kept = len(self._groups)
+            self._runs = [_select_runs(runs, ~take)] if not take.all() else []
+            rest = self._arrays()
+            self._runs = [runs]                  # kept: the next call answers the same
+            del self._groups[kept:], self._ords[kept:], self._counts[kept:]
+            return self._dense(out, q, lows, highs, rest, compact=True)
+        return self._dense(out, q, lows, highs)
+
+    def _dense(self, out, q, lows, highs, rest=None, compact=False):
+        """Quantiles of the materialised rows (``rest``, else all) through a
+        dense grid; ``compact``: over only the groups present (a few edge
+        buckets among many)."""
+        if rest is None:
+            rest = self._arrays()
+        if rest is not None:
+            g, o, c = rest
+            if compact:
+                ids, g = np.unique(g, return_inverse=True)
+                out[ids] = _dense_quantiles(g, o, c, len(ids), q)
             else:
-                part = slice(*np.searchsorted(g, [first, last]))
-            cells = np.bincount((g[part] - first) * span + col[part], weights=c[part],
-                                minlength=(last - first) * span)
-            out[first:last] = _quantile_rows(cells.reshape(last - first, span), q, col_ord)
-        if lows is not None:
-            out = np.maximum(out, lows)
-        if highs is not None:
-            out = np.minimum(out, highs)
-        return out
+                out = _dense_quantiles(g, o, c, self.ngroups, q)
+        return _clamp(out, lows, highs)
+
+
+def _concat_runs(parts):
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(5))
+
+
+def _select_runs(runs, mask):
+    """The blobs of ``runs`` where ``mask``, ordered by group."""
+    groups, offsets, lengths, counts, zeros = runs
+    first = np.cumsum(lengths) - lengths
+    pick = np.flatnonzero(mask)
+    pick = pick[np.argsort(groups[pick], kind="stable")]
+    n = lengths[pick]
+    start = np.cumsum(n) - n
+    index = np.arange(int(n.sum()), dtype=np.int64) + np.repeat(first[pick] - start, n)
+    return groups[pick], offsets[pick], n, counts[index], zeros[pick]
+
+
+def _dense_quantiles(g, o, c, ngroups, q):
+    """Quantiles per group of (group, ordinal, count) rows via a dense grid,
+    chunked so that a chunk holds at most _CELLS cells."""
+    out = np.full(ngroups, np.nan)
+    col, col_ord = _columns(o)
+    span = len(col_ord)
+    step = max(1, _CELLS // span)
+    order = np.argsort(g, kind="stable") if ngroups > step else None
+    if order is not None:
+        g, col, c = g[order], col[order], c[order]
+    for first in range(0, ngroups, step):
+        last = min(ngroups, first + step)
+        part = slice(None) if order is None else slice(*np.searchsorted(g, [first, last]))
+        cells = np.bincount((g[part] - first) * span + col[part], weights=c[part],
+                            minlength=(last - first) * span)
+        out[first:last] = _quantile_rows(cells.reshape(last - first, span), q, col_ord)
+    return out
+
+
+def _clamp(out, lows, highs):
+    if lows is not None:
+        out = np.maximum(out, lows)
+    if highs is not None:
+        out = np.minimum(out, highs)
+    return out
+
+
+def _quantile_runs(runs, q):
+    """Quantiles of sketches that are one a group (positive bins, zeros
+    before them): ranks found in the flat cumulative counts, no dense grid."""
+    groups, offsets, lengths, counts, zeros = runs
+    cum = np.cumsum(counts)
+    edges = np.concatenate(([0.0], cum))
+    first = np.cumsum(lengths) - lengths
+    before = edges[first]
+    n = edges[first + lengths] - before + zeros
+    rank = q * (n - 1)
+    lo = np.floor(rank)
+    frac = rank - lo
+
+    def at(r):
+        positive = r - zeros                      # rank among the positive bins
+        idx = np.searchsorted(cum, before + positive, side="right")
+        key = offsets + np.minimum(idx - first, np.maximum(lengths - 1, 0))
+        return np.where(positive < 0, 0.0, _HALF * np.power(GAMMA, key.astype(np.float64)))
+
+    value = at(lo)
+    upper = at(np.minimum(lo + 1, np.maximum(n - 1, 0)))
+    value = np.where((frac > 0) & (lo + 1 < n), value + (upper - value) * frac, value)
+    return np.where(n > 0, value, np.nan)
 
 
 def _columns(o):

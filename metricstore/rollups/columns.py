@@ -20,7 +20,7 @@ import numpy as np
 from ..dialects import dialect_for
 from ..timeutil import from_micros
 from .bins import Bins
-from .tiers import RAW
+from .tiers import RAW, SNAPSHOT_COLUMN
 
 PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 
@@ -112,30 +112,55 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
     packed = by_server and d.packed_blobs is not None
     summed = by_server and set(cols.columns) - {"sketch"} <= set(_TIER_AGG) and (
         packed or "sketch" not in cols.columns)
-    for seg in segments:
+    # One statement for the tier segments and one for the raw ones (their
+    # columns differ in type): two round trips whatever the plan's edges.
+    queries = {}
+    params = {"ids": ids, "mid": mid}
+    for i, seg in enumerate(segments):
         raw = seg.source.name == RAW
         if raw:
             table, time = "metrics", "collected_at"
             agg = dict(_RAW_AGG, sketch=d.packed_values % "t.value" if packed else None)
             exprs = [_RAW_AS[c].format(time=d.micros_sql("t.collected_at")) for c in cols.columns]
+            where = WHERE
+            if mid < 0:                      # a snapshot column (rollups.snapshots)
+                table, value = "server_snapshots", "t.%s" % d.quote(SNAPSHOT_COLUMN[mid])
+                exprs = [e.replace("t.value", value) for e in exprs]
+                agg = {c: e.replace("t.value", value) if e else e for c, e in agg.items()}
+                where = WHERE.replace("t.metric_type_id = :mid", "%s IS NOT NULL" % value)
         else:
             table, time = seg.source.tier.table, "bucket"
             agg = dict(_TIER_AGG, sketch=d.packed_blobs % {"c": "t.sketch"} if packed else None)
             exprs = ["t.%s" % d.quote(c) for c in cols.columns]
+            where = WHERE
         if summed:
             exprs = ["0"] + [agg[c] for c in cols.columns]
         else:
             exprs = [d.micros_sql("t." + time)] + exprs
-        sql = d.per_server_sql(", ".join(exprs), d.quote(table), WHERE.format(time=time),
-                               grouped=summed)
-        params = {"ids": ids, "mid": mid, "lo": d.time_param(from_micros(seg.lo)),
-                  "hi": d.time_param(from_micros(seg.hi))}
+        tag = _tag(i)
+        where = where.format(time=time).replace(":lo", ":lo_" + tag).replace(":hi", ":hi_" + tag)
+        queries.setdefault(raw, []).append(
+            d.per_server_sql(", ".join(exprs), d.quote(table), where, grouped=summed))
+        params["lo_" + tag] = d.time_param(from_micros(seg.lo))
+        params["hi_" + tag] = d.time_param(from_micros(seg.hi))
+    for raw, parts in queries.items():
+        sql = " UNION ALL ".join("SELECT * FROM (%s) q%d" % (q, i) for i, q in enumerate(parts))
         rows = db.execute_sql(d.sql(sql), params).fetchall()
         if summed and "sketch" in cols.columns:
             cols.add_packed(rows, raw)
         else:
             cols.add(rows, raw)
     return cols
+
+
+def _tag(i):
+    """Letters for a segment's parameter names (``:lo_a``...: names are [a-z_])."""
+    out = ""
+    while True:
+        out = chr(97 + i % 26) + out
+        i //= 26
+        if not i:
+            return out
 
 
 def reduce(cols, keys, stats):
@@ -173,6 +198,13 @@ def reduce(cols, keys, stats):
             order = np.lexsort((at, inv))              # by group, then time
             ends = np.searchsorted(inv[order], np.arange(g), side="right") - 1
             out[stat] = cols.array("last_v")[order][ends]
+        elif not cols.blobs and not cols.packed:   # raw samples only: exact
+            vals = np.asarray(cols.values + [v for _, vs in cols.packed_values for v in vs],
+                              dtype=np.float64)
+            rows = [np.concatenate(cols.value_rows)] if cols.value_rows else []
+            rows += [np.full(len(vs), row) for row, vs in cols.packed_values]
+            which = inv[np.concatenate(rows)] if rows else np.zeros(0, dtype=np.int64)
+            out[stat] = exact_quantiles(which, vals, g, PERCENTILES[stat])
         else:
             bins = Bins(g)
             if cols.blobs:
@@ -185,6 +217,24 @@ def reduce(cols, keys, stats):
                 bins.add_values(np.full(len(vals), inv[row]), vals)
             out[stat] = bins.quantiles(PERCENTILES[stat], low, high)
     return groups, out
+
+
+def exact_quantiles(groups, values, ngroups, q):
+    """``percentile_cont(q)`` of ``values`` per group (NaN where empty)."""
+    out = np.full(ngroups, np.nan)
+    if not len(values):
+        return out
+    order = np.lexsort((values, groups))
+    groups, values = groups[order], values[order]
+    n = np.bincount(groups, minlength=ngroups)
+    first = np.cumsum(n) - n
+    has = n > 0
+    rank = q * (n[has] - 1)
+    lo = np.floor(rank).astype(np.int64)
+    hi = np.minimum(lo + 1, n[has] - 1)
+    a, b = values[first[has] + lo], values[first[has] + hi]
+    out[has] = a + (b - a) * (rank - lo)
+    return out
 
 
 def values(array, i):

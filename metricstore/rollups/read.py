@@ -99,7 +99,15 @@ def buckets(db, sid, mid, every_us, segments, stats):
     cols = gather(db, [sid], mid, segments, stats)
     t = cols.array("t", np.int64)
     groups, out = reduce(cols, t - t % every_us, stats)
-    return [(int(g), _as_dict(stats, out, i)) for i, g in enumerate(groups)]
+    columns = [_listed(name, out[name]) for name in stats]
+    return [(g, dict(zip(stats, values))) for g, values in zip(groups.tolist(), zip(*columns))]
+
+
+def _listed(name, array):
+    """A statistic's values as Python numbers (None for NaN; counts as int)."""
+    if name == "count":
+        return array.astype(np.int64).tolist()
+    return [None if v != v else v for v in array.tolist()]
 
 
 def summary(db, sid, mid, segments, stats):

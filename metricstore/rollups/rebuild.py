@@ -18,15 +18,21 @@ from ..timeutil import EPOCH, check_range, from_micros, month_start, to_micros, 
 from . import store
 from .rebuild_helpers import coarsen
 from .state import State
-from .tiers import TIER_5M, TIER_TABLES, TIERS, finer
+from .tiers import SNAPSHOT_SERIES, TIER_5M, TIER_TABLES, TIERS, finer
 
 DAY = timedelta(days=1)
 DAY_US = 86_400_000_000
 SERIES_OF_DAY = ("SELECT DISTINCT metric_type_id FROM metrics WHERE server_id = :sid "
                  "AND collected_at >= :lo AND collected_at < :hi")
+SNAPSHOTS_OF_DAY = ("SELECT COUNT(cpu_percent), COUNT(memory_percent), COUNT(connection_count) "
+                    "FROM server_snapshots WHERE server_id = :sid "
+                    "AND collected_at >= :lo AND collected_at < :hi")
 DELETE_RANGE = ("DELETE FROM {table} WHERE server_id IN (SELECT id FROM servers) "
                 "AND metric_type_id IN (SELECT id FROM metric_types) "
                 "AND bucket >= :lo AND bucket < :hi")
+DELETE_SNAPSHOT_RANGE = ("DELETE FROM {table} WHERE server_id IN (SELECT id FROM servers) "
+                         "AND metric_type_id IN (%s) AND bucket >= :lo AND bucket < :hi"
+                         % ", ".join(str(i) for _, i in SNAPSHOT_SERIES))
 
 
 def _floor_day(dt):
@@ -67,8 +73,9 @@ def rebuild(db, start, end, now=None):
     return written
 
 
-def rebuild_day(db, day, counters):
-    """Recompute one UTC day of every tier from raw (one transaction)."""
+def rebuild_day(db, day, counters, metrics=True, snapshots=True):
+    """Recompute one UTC day of every tier from raw (one transaction): the
+    metrics' series, the snapshot columns' series, or both."""
     d = dialect_for(db)
     lo, hi = to_micros(day), to_micros(day) + DAY_US
     for table in TIER_TABLES:
@@ -77,10 +84,16 @@ def rebuild_day(db, day, counters):
     with d.write_transaction(db):
         ranges = []
         for (sid,) in db.execute_sql("SELECT id FROM servers ORDER BY id").fetchall():
-            for (mid,) in db.execute_sql(d.sql(SERIES_OF_DAY), dict(params, sid=sid)):
-                ranges.append((sid, mid, lo, hi))
+            if metrics:
+                for (mid,) in db.execute_sql(d.sql(SERIES_OF_DAY), dict(params, sid=sid)):
+                    ranges.append((sid, mid, lo, hi))
+            if snapshots:
+                counts = db.execute_sql(d.sql(SNAPSHOTS_OF_DAY), dict(params, sid=sid)).fetchone()
+                ranges += [(sid, mid, lo, hi) for (_, mid), n in zip(SNAPSHOT_SERIES, counts) if n]
         for table in TIER_TABLES:
-            db.execute_sql(d.sql(DELETE_RANGE.format(table=d.quote(table))), params)
+            for sql, wanted in ((DELETE_RANGE, metrics), (DELETE_SNAPSHOT_RANGE, snapshots)):
+                if wanted:
+                    db.execute_sql(d.sql(sql.format(table=d.quote(table))), params)
         points = store.raw_points(db, sorted(ranges))
         fives = {}
         w = TIER_5M.width_us
@@ -103,10 +116,12 @@ def rebuild_day(db, day, counters):
     return len(fives)
 
 
-def backfill(db):
-    """Roll up every raw row already stored (migration 003). Writes."""
+def backfill(db, table="metrics"):
+    """Roll up every raw row already stored in ``table``: ``metrics``
+    (migration 003) or ``server_snapshots`` (migration 006; the metric
+    series of those days are left as they are). Writes."""
     first, last = db.execute_sql("SELECT MIN(collected_at), MAX(collected_at) "
-                                 "FROM metrics").fetchone()
+                                 "FROM %s" % table).fetchone()
     if first is None:
         return 0
     d = dialect_for(db)
@@ -114,7 +129,8 @@ def backfill(db):
     counters = _counters(db)
     written, day = 0, _floor_day(first)
     while day <= last:
-        written += rebuild_day(db, day, counters)
+        written += rebuild_day(db, day, counters, metrics=table == "metrics",
+                               snapshots=table == "server_snapshots")
         day += DAY
     return written
 
@@ -133,30 +149,21 @@ class TierStatus:
     lag: object             # newest raw sample minus the newest sample in the tier
 
 
-PROBES = ("SELECT MIN((SELECT MIN(bucket) FROM {t} WHERE server_id = s.id "
-          "AND metric_type_id = m.id)), MAX((SELECT MAX(bucket) FROM {t} "
-          "WHERE server_id = s.id AND metric_type_id = m.id)) FROM servers s, metric_types m")
-NEWEST = ("SELECT MAX((SELECT MAX(last_at) FROM {t} WHERE server_id = s.id AND "
-          "metric_type_id = m.id AND bucket = (SELECT MAX(bucket) FROM {t} WHERE "
-          "server_id = s.id AND metric_type_id = m.id))) FROM servers s, metric_types m")
-RAW_NEWEST = ("SELECT MAX((SELECT MAX(collected_at) FROM metrics WHERE server_id = s.id "
-              "AND metric_type_id = m.id)) FROM servers s, metric_types m")
-
-
 def tier_status(db, now=None):
     """:class:`TierStatus` of every tier, finest first (read-only; index probes
-    per series, no scans)."""
+    per series, no scans: the dialect's ``tier_span``, ``tier_newest`` and
+    ``raw_newest`` shapes)."""
     d = dialect_for(db)
     now = to_utc(now or utcnow(), "now")
     days = effective_tier_retention(db)
-    (raw_newest,) = db.execute_sql(RAW_NEWEST).fetchone()
+    (raw_newest,) = db.execute_sql(d.raw_newest).fetchone()
     raw_newest = d.time_result(raw_newest)
     out = []
     for tier in TIERS:
         q = d.quote(tier.table)
         rows, exact = d.row_count(db, tier.table)
-        first, last = db.execute_sql(PROBES.format(t=q)).fetchone()
-        (newest,) = db.execute_sql(NEWEST.format(t=q)).fetchone()
+        first, last = db.execute_sql(d.tier_span.format(t=q)).fetchone()
+        (newest,) = db.execute_sql(d.tier_newest.format(t=q)).fetchone()
         lag = None
         if raw_newest is not None:
             lag = raw_newest - from_micros(newest) if newest is not None else None

@@ -90,11 +90,16 @@ class Store:
 
 
 class Sketch:
-    """Counts per logarithmic bin; ``add``, ``merge``, ``quantile``, ``encode``."""
-    __slots__ = ("pos", "neg", "zero")
+    """Counts per logarithmic bin; ``add``, ``merge``, ``quantile``, ``encode``.
+    ``blob``: the encoding when known (set by a builder, cleared by a change)."""
+    __slots__ = ("pos", "neg", "zero", "blob")
 
     def __init__(self):
-        self.pos, self.neg, self.zero = Store(), Store(), 0
+        self.pos, self.neg, self.zero, self.blob = Store(), Store(), 0, None
+
+    def _own(self):
+        """About to change: the stored encoding no longer holds."""
+        self.blob = None
 
     @classmethod
     def of(cls, values):
@@ -104,6 +109,7 @@ class Sketch:
         return s
 
     def add(self, v):
+        self._own()
         if v >= ZERO:
             self.pos.add_key(math.ceil(math.log(v) * INV_LOG_GAMMA))
         elif v <= -ZERO:
@@ -115,6 +121,7 @@ class Sketch:
         """Add every value of a sequence (faster than :meth:`add` one by one)."""
         if not values:
             return
+        self._own()
         if min(values) < ZERO:
             positive = [v for v in values if v >= ZERO]
             for v in values:
@@ -133,6 +140,7 @@ class Sketch:
 
     def merge(self, other):
         """Add ``other``'s counts to this sketch (in place); returns self."""
+        self._own()
         self.pos.merge(other.pos)
         self.neg.merge(other.neg)
         self.zero += other.zero
@@ -192,6 +200,8 @@ class Sketch:
         return value
 
     def encode(self):
+        if self.blob is not None:
+            return self.blob
         try:                                 # narrow counts unless one passes 65535
             pos, neg = array("H", self.pos.counts), array("H", self.neg.counts)
             wide = 0
@@ -229,3 +239,23 @@ class Sketch:
         if flags & HAS_NEG:
             s.neg, at = store(at)
         return s
+
+
+class EncodedSketch(Sketch):
+    """A sketch known by its encoding: bins decoded only when read or
+    changed (a new bucket's sketch is written back as it was built)."""
+    __slots__ = ()
+
+    def __init__(self, blob):
+        self.blob = blob
+
+    def __getattr__(self, name):          # pos / neg / zero not set yet
+        if name not in ("pos", "neg", "zero"):
+            raise AttributeError(name)
+        decoded = Sketch.decode(self.blob)
+        self.pos, self.neg, self.zero = decoded.pos, decoded.neg, decoded.zero
+        return getattr(self, name)
+
+    def _own(self):
+        self.pos                          # decode before the encoding is dropped
+        self.blob = None

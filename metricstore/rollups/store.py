@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from ..dialects import dialect_for
 from .state import COLUMNS, State, merge_ordered
-from .tiers import TIER_MAX_GAP_US
+from .tiers import SNAPSHOT_COLUMN, TIER_MAX_GAP_US
 
 TIER_ROWS = ("SELECT t.server_id, t.metric_type_id, {bucket}, {columns} FROM {ranges} "
              "JOIN {table} t ON t.server_id = r.s AND t.metric_type_id = r.m "
@@ -52,12 +52,27 @@ def tier_states(db, tier, ranges):
     return {(r[0], r[1], r[2]): State.from_row(r[2], r[3:]) for r in tier_rows(db, tier, ranges)}
 
 
+SNAPSHOT_ROWS = ("SELECT x.server_id, r.m, {time}, x.{column} FROM {ranges} "
+                 "JOIN server_snapshots x ON x.server_id = r.s AND x.{column} IS NOT NULL "
+                 "AND x.collected_at >= {lo} AND x.collected_at < {hi} ORDER BY 1, 2, 3")
+
+
 def raw_points(db, ranges):
-    """``{(sid, mid): [(t us, value), ...]}`` of raw samples in ``ranges`` (read-only)."""
+    """``{(sid, mid): [(t us, value), ...]}`` of raw samples in ``ranges``
+    (read-only); a negative ``mid`` is a snapshot column (rollups.snapshots)."""
     out = defaultdict(list)
     d = dialect_for(db)
-    for sid, mid, t, v in _query(db, RAW_ROWS, ranges, time=d.micros_sql("x.collected_at")):
-        out[sid, mid].append((t, v))
+    time = d.micros_sql("x.collected_at")
+    metrics = [r for r in ranges if r[1] >= 0]
+    if metrics:
+        for sid, mid, t, v in _query(db, RAW_ROWS, metrics, time=time):
+            out[sid, mid].append((t, v))
+    for mid, column in SNAPSHOT_COLUMN.items():
+        part = [r for r in ranges if r[1] == mid]
+        if part:
+            for sid, m, t, v in _query(db, SNAPSHOT_ROWS, part, time=time,
+                                       column=d.quote(column)):
+                out[sid, m].append((t, float(v)))
     return out
 
 

@@ -50,3 +50,9 @@ def finer(tier):
 def coarser(tier):
     i = TIERS.index(tier)
     return TIERS[i + 1] if i + 1 < len(TIERS) else None
+
+
+# The snapshot columns rolled up as series of their own (rollups.snapshots):
+# negative metric_type_id values, never a metric type's id.
+SNAPSHOT_SERIES = (("cpu_percent", -1), ("memory_percent", -2), ("connection_count", -3))
+SNAPSHOT_COLUMN = {i: c for c, i in SNAPSHOT_SERIES}
