@@ -16,8 +16,10 @@ now), generated once before any timing; every timed run gets fresh tenants.
 - cap: a 7-day outage of 2 servers x 9 metrics (15 s samples, 725,760 rows)
   written hour by hour into a spool capped at half of it, the cap enforced
   every 6 simulated hours, then forwarded: time coverage of every series at
-  5-minute resolution in the central tenant, and every row accounted for
-  (forwarded + dropped by reason = stored).
+  5-minute resolution in the central tenant (raw rows and the 5-minute
+  tier), the tier's buckets checked against plain Python over every stored
+  row, and every row accounted for (forwarded + compacted + dropped by
+  reason = stored).
 - freshness: a spool holding the rows (a backlog) drains with
   ``Forwarder.run(follow=True)`` in a thread while an agent thread writes a
   fresh sample of 20 more servers every second; a reader polls the central
@@ -160,8 +162,11 @@ def freshness(rows, batch_rows, live_rows):
 
 
 def cap(days=7, servers=2):
+    from collections import defaultdict
+
     from metricstore.forwarding import SpoolCap, enforce, status
     from metricstore.forwarding.cap import THIN_WINDOW_US
+    from metricstore.timeutil import to_micros
     per_hour = 240 * servers * len(METRICS)
     total = per_hour * 24 * days
     limit = SpoolCap(max_rows=total // 2)
@@ -169,36 +174,62 @@ def cap(days=7, servers=2):
     start = end - timedelta(days=days)
     spool = C.Tenant("sqlite", servers=servers)
     enable_spool(spool.db)
+    names = dict(spool.db.execute_sql("SELECT id, name FROM servers"))
+    expected = defaultdict(lambda: [0, 0.0])          # plain Python: (server, metric, 5 min)
     stored, enforce_s = 0, []
     for hour in range(24 * days):
         t0 = start + timedelta(hours=hour)
         rows = [(sid, m, 1.0 + (k % 50), t0 + k * C.STEP) for k in range(240)
                 for sid in range(1, servers + 1) for m in METRICS]
+        for sid, m, v, t in rows:
+            e = expected[names[sid], m, to_micros(t) // THIN_WINDOW_US]
+            e[0] += 1
+            e[1] += v
         stored += spool.repo.record_many(rows).inserted
         if hour % 6 == 5:
             with C.timed(enforce_s):
                 enforce(spool.db, limit, None, utcnow())
     assert stored == total
     held = spool.db.execute_sql("SELECT count(*) FROM metrics").fetchone()[0]
+    waiting = status(spool.db).compacted_waiting
     with C.Tenant("postgresql", label="bench_fwd") as central:
         central.ensure_months(start, end)
-        Forwarder(spool.db, central.db, local_retention=None).run()
-        windows = central.db.execute_sql(
-            "SELECT count(DISTINCT (server_id, metric_type_id, "
-            "floor(extract(epoch FROM collected_at) * 1000000 / %d)::bigint)) "
-            "FROM metrics" % THIN_WINDOW_US).fetchone()[0]
+        t_fwd = []
+        with C.timed(t_fwd):
+            Forwarder(spool.db, central.db, local_retention=None).run()
+        window = "floor(extract(epoch FROM {t}) * 1000000 / %d)::bigint" % THIN_WINDOW_US
+        (raw_windows,) = central.db.execute_sql(
+            "SELECT count(DISTINCT (server_id, metric_type_id, %s)) FROM metrics"
+            % window.format(t="collected_at")).fetchone()
+        (windows,) = central.db.execute_sql(
+            "SELECT count(*) FROM (SELECT server_id, metric_type_id, {raw} FROM metrics "
+            "UNION SELECT server_id, metric_type_id, {tier} FROM rollup_5m WHERE n > 0) x"
+            .format(raw=window.format(t="collected_at"),
+                    tier=window.format(t="bucket"))).fetchone()
+        tier = central.db.execute_sql(
+            "SELECT s.name, t.name, %s, r.n, r.total FROM rollup_5m r JOIN servers s "
+            "ON s.id = r.server_id JOIN metric_types t ON t.id = r.metric_type_id"
+            % window.format(t="r.bucket")).fetchall()
+        exact = sum(1 for name, m, w, n, tot in tier
+                    if expected.get((name, m, w), [None])[0] == n
+                    and abs(expected[name, m, w][1] - tot) < 1e-9 * tot)
         (central_rows,) = central.db.execute_sql("SELECT count(*) FROM metrics").fetchone()
     s = status(spool.db)
     spool.close()
     wanted = servers * len(METRICS) * days * 24 * 12
-    accounted = s.counts["forwarded"] + s.dropped
-    print("cap at half of a %d-day outage (%d of %d rows): %d rows held locally at the end; "
-          "central has %d rows covering %d of %d 5-minute windows (%.1f %%); forwarded %d + "
-          "dropped %s = %d of %d stored; enforcing took median %.2f s, max %.2f s"
-          % (days, limit.max_rows, total, held, central_rows, windows, wanted,
-             100.0 * windows / wanted, s.counts["forwarded"],
+    accounted = s.counts["forwarded"] + s.counts["compacted"] + s.dropped
+    print("cap at half of a %d-day outage (%d of %d rows, enforced every 6 h: median %.2f s, "
+          "max %.2f s): %d raw rows + %d compacted states (%d rows) held locally at the end; "
+          "forwarding took %.1f s; central has %d raw rows covering %d windows, raw + 5-minute "
+          "tier cover %d of %d series x 5-minute windows (%.1f %%); tier buckets whose count "
+          "and sum equal plain Python over every stored row: %d of %d; forwarded %d + "
+          "compacted %d + dropped %s = %d of %d stored; compacted outcomes %s"
+          % (days, limit.max_rows, total, C.median(enforce_s), max(enforce_s), held,
+             waiting[0], waiting[1], t_fwd[0], central_rows, raw_windows, windows, wanted,
+             100.0 * windows / wanted, exact, len(expected), s.counts["forwarded"],
+             s.counts["compacted"],
              {k: v for k, v in s.counts.items() if k.startswith("dropped")}, accounted,
-             stored, C.median(enforce_s), max(enforce_s)))
+             stored, {k: v for k, v in s.counts.items() if k.startswith("compacted:")}))
 
 
 def main():

@@ -730,6 +730,8 @@ def forward_status(source, max_lag, limit):
                                                 s.destination or "-"))
     click.echo("waiting: %d rows  (local rows %d, %s)" % (s.spool_rows, s.local_rows,
                                                           human_bytes(s.spool_bytes)))
+    if s.compacted_waiting[0]:
+        click.echo("waiting compacted: %d 5-minute states of %d rows" % s.compacted_waiting)
     click.echo("oldest unforwarded: %s%s" % (_when(s.oldest_unforwarded), "" if s.lag is None
                                              else "  (lag %s)" % _short(s.lag)))
     click.echo("last success: %s" % _when(s.last_success_at))

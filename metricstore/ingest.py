@@ -183,15 +183,20 @@ def metric_checker(rules, server_ids, bounds):
         good, days = [], set()
         append = good.append
         last_ts = last_us = None
+        seen = {}
         for pos, row in enumerate(chunk, position):
             try:
                 sid, name, value, ts = row
                 mid, low, high = limits[name]
-                # The rows of one sample share one datetime object: convert it once.
+                # The rows of one sample share one datetime object: convert it
+                # once (rows in key order, as the forwarder sends them, repeat
+                # times that are not adjacent: those come from ``seen``).
                 if ts is not last_ts:
-                    us = (ts - epoch) // one_us
+                    us = seen.get(ts)
+                    if us is None:
+                        us = seen[ts] = (ts - epoch) // one_us
+                        days.add(us // day_us)
                     last_ts, last_us = ts, us
-                    days.add(us // day_us)
                 else:
                     us = last_us
                 ok = (type(sid) is int_ and sid in server_ids

@@ -15,6 +15,7 @@ import pytest
 
 import metricstore
 from metricstore import ConfigurationError, MetricRepository
+from metricstore.ingest import SnapshotSample
 from metricstore.forwarding import Backoff, Forwarder, SpoolCap, enable_spool, status
 from metricstore.forwarding import central as central_module
 from metricstore.forwarding import forwarder as forwarder_module
@@ -353,35 +354,38 @@ def test_local_retention_prunes_forwarded_rows_only(spool, db):
     assert len(stored(db)) == 11
 
 
-def test_a_full_spool_thins_the_oldest_to_5_minutes_then_drops_and_counts_it_all(spool, db):
+def test_a_full_spool_thins_what_it_cannot_compact_to_5_minutes_then_drops_and_counts_it_all(
+        spool, db):
+    # Snapshots have no rollup tier: the cap thins them (metric rows are
+    # compacted first: tests/test_forward_compaction.py).
     repo = MetricRepository(spool)
     ids = [repo.add_server("cap-%d" % i) for i in range(2)]
     t0 = base_time()
-    rows = [(sid, "wait_time_ms", float(k), t0 + timedelta(seconds=15 * k))
-            for k in range(400) for sid in ids]                 # 100 min x 2 servers
+    snaps = [SnapshotSample(sid, t0 + timedelta(seconds=15 * k), float(k % 100), 50.0, k, "online")
+             for k in range(400) for sid in ids]                 # 100 min x 2 servers
     enable_spool(spool)
-    repo.record_many(rows)
+    repo.record_snapshots(snaps)
     f = forwarder(spool, db, cap=SpoolCap(max_rows=500), local_retention=None)
     f.start()
     counts = f.maintain()
     thinned = counts["dropped:thinned"]
-    assert thinned >= 300 and "dropped:cap" not in counts
-    left = stored(spool)
+    assert thinned >= 300 and "dropped:cap" not in counts and not counts.get("compacted")
+    left = stored_snapshots(spool)
     assert len(left) == 800 - thinned <= 500
     f.run()
-    central = stored(db)
+    central = stored_snapshots(db)
     assert central == left
-    # 100 % time coverage at 5-minute resolution, for every series
-    for sid_name in ("cap-0", "cap-1"):
-        windows = {to_micros(t) // THIN_WINDOW_US for n, _, t, _ in central if n == sid_name}
+    # 100 % time coverage at 5-minute resolution, for every server
+    for name in ("cap-0", "cap-1"):
+        windows = {to_micros(r[1]) // THIN_WINDOW_US for r in central if r[0] == name}
         expected = {to_micros(t0 + timedelta(seconds=15 * k)) // THIN_WINDOW_US
                     for k in range(400)}
         assert windows == expected
     s = status(spool)
     assert s.counts["forwarded"] + s.counts["dropped:thinned"] == 800
     # a cap below what thinning can reach drops the oldest, counted
-    repo.record_many([(ids[0], "memory_percent", 1.0, t0 + timedelta(seconds=15 * k))
-                      for k in range(40)])
+    repo.record_snapshots([SnapshotSample(ids[0], t0 + timedelta(seconds=15 * k + 1), 1.0, 1.0,
+                                          1, "online") for k in range(40)])
     g = forwarder(spool, db, cap=SpoolCap(max_rows=len(left) + 10), local_retention=None)
     g.start()
     counts = g.maintain()
@@ -389,8 +393,8 @@ def test_a_full_spool_thins_the_oldest_to_5_minutes_then_drops_and_counts_it_all
     g.close()
     tiny = forwarder(spool, db, cap=SpoolCap(max_rows=1), local_retention=None)
     tiny.start()
-    repo.record_many([(ids[1], "memory_percent", 1.0, t0 + timedelta(seconds=15 * k))
-                      for k in range(3)])
+    repo.record_snapshots([SnapshotSample(ids[1], t0 + timedelta(seconds=15 * k + 2), 1.0, 1.0,
+                                          1, "online") for k in range(3)])
     counts = tiny.maintain()
     tiny.run()
     s = status(spool)
@@ -444,3 +448,29 @@ def test_more_refused_rows_than_the_ingest_lists_are_all_quarantined(spool, db):
     assert s.counts["quarantined"] == 2250 and len(s.quarantined) == 2250
     assert s.counts["forwarded"] == 150 == len(stored(db))
     assert s.spool_rows == 0
+
+
+def test_a_spool_queued_before_migration_005_forwards_every_value_after_it(spool, db):
+    import importlib
+
+    from metricstore.schema import HISTORY_TABLE
+    m005 = importlib.import_module("metricstore.migrations.005_forward_values_and_compaction")
+    repo = MetricRepository(spool)
+    sid = repo.add_server("upgraded")
+    enable_spool(spool)
+    m005.rollback(None, spool)                      # the spool as it was at migration 004
+    spool.execute_sql("DELETE FROM %s WHERE name LIKE '005%%'" % HISTORY_TABLE)
+    old = samples([sid], base_time(), 5, random.Random(9))
+    repo.record_many(old)
+    assert "value" not in {c.name for c in spool.get_columns("forward_outbox")}
+    assert "005_forward_values_and_compaction" in metricstore.provision(spool).migrations_applied
+    new = samples([sid], base_time() + timedelta(minutes=5), 5, random.Random(10))
+    repo.record_many(new)
+    (entries,) = spool.execute_sql("SELECT count(*) FROM forward_outbox").fetchone()
+    (same,) = spool.execute_sql(
+        "SELECT count(*) FROM forward_outbox o JOIN metrics m ON m.server_id = o.server_id "
+        "AND m.metric_type_id = o.metric_type_id AND m.collected_at = o.collected_at "
+        "AND m.value = o.value").fetchone()
+    assert entries == same == len(old) + len(new)             # backfilled, then by the trigger
+    forwarder(spool, db).run()
+    assert stored(db) == stored(spool) and len(stored(db)) == 40

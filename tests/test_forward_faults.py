@@ -2,7 +2,8 @@
 
 An agent writes 15 s samples (simulated clock) for 20 servers into its
 SQLite spool while a forwarder process ships them to a throwaway PostgreSQL
-cluster that this test creates on its own port (56432-56438), stops for a
+cluster that this test creates on its own port (56432-56438, moved by
+METRICSTORE_TEST_PORT_BASE like tests/pgcluster.py's), stops for a
 simulated hour and starts again. The forwarder is killed with SIGKILL once in
 the middle of the outage and 20 more times at random moments of the drain,
 and restarted each time. At the end the central database must hold exactly
@@ -28,11 +29,11 @@ import pytest
 import metricstore
 from metricstore.forwarding import status
 from metricstore.timeutil import utcnow
-from pgcluster import ThrowawayCluster, unavailable
+from pgcluster import PORT_BASE, ThrowawayCluster, unavailable
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-PORTS = range(56432, 56439)
+PORTS = range(PORT_BASE + 1000, PORT_BASE + 1007)   # 56432-56438 by default
 SERVERS = 20
 METRICS = ("cpu_percent", "memory_percent", "disk_io_reads", "disk_io_writes",
            "wait_time_ms", "connection_count", "batch_requests_sec",

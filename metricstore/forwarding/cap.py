@@ -6,13 +6,18 @@ the agent itself; each call is a few short write transactions. In order:
 1. forwarded rows older than the local retention are deleted (``pruned``);
 2. over the cap, forwarded rows go first, oldest day first (``pruned``:
    they are safe in the central database);
-3. still over, the oldest unforwarded rows are thinned to one sample per
-   series per 5 minutes (the 5-minute rollup tier does not exist yet; when
-   it does, they are compacted into it instead), counted as
+3. still over, the oldest unforwarded metric rows are compacted: each
+   5-minute bucket none of whose rows was forwarded becomes one 5-minute
+   state waiting in ``forward_compacted`` and its raw rows go
+   (``compacted``; see :mod:`.compaction`);
+4. still over (snapshots, buckets partly forwarded), the oldest unforwarded
+   rows are thinned to one sample per series per 5 minutes, counted as
    ``dropped:thinned``;
-4. still over, the oldest unforwarded rows are dropped (``dropped:cap``).
+5. still over, the oldest unforwarded rows are dropped, then the oldest
+   waiting states (``dropped:cap``, the raw rows they held).
 
-Nothing leaves the spool uncounted; a batch in flight is never touched.
+The cap counts metric and snapshot rows plus waiting states (one row
+each). Nothing leaves the spool uncounted; a batch in flight is never touched.
 """
 
 from dataclasses import dataclass
@@ -21,7 +26,7 @@ from datetime import timedelta
 from ..dialects import dialect_for
 from ..errors import ConfigurationError
 from ..timeutil import EPOCH, to_micros, to_utc
-from . import outbox, state
+from . import compaction, outbox, state
 
 SERIES = ("metrics", "server_snapshots")
 THIN_WINDOW_US = 300_000_000            # 5 minutes
@@ -59,10 +64,12 @@ class SpoolCap:
 
 
 def usage(db):
-    """``(rows, bytes)`` held by the spool's series tables (read-only)."""
+    """``(rows, bytes)`` held by the spool's series tables and waiting
+    compacted states (read-only)."""
     d = dialect_for(db)
-    rows = sum(db.execute_sql("SELECT count(*) FROM %s" % t).fetchone()[0] for t in SERIES)
-    return rows, d.used_bytes(db, SERIES + (outbox.OUTBOX,))
+    tables = SERIES + (compaction.TABLE,)
+    rows = sum(db.execute_sql("SELECT count(*) FROM %s" % t).fetchone()[0] for t in tables)
+    return rows, d.used_bytes(db, tables + (outbox.OUTBOX,))
 
 
 def rows_over(db, cap):
@@ -90,13 +97,16 @@ def enforce(db, cap, local_retention, now):
         freed = prune_oldest_forwarded(db, min(need, forwarded), now)
         counts[state.PRUNED] = counts.get(state.PRUNED, 0) + freed
         need -= freed
+    if need > 0:                           # counted in its own transactions
+        counts[state.COMPACTED] = compaction.compact(db, need)
+        need = rows_over(db, cap)
     if need > 0:
         counts[state.DROPPED + "thinned"] = thin(db, need)
         need = rows_over(db, cap)
     if need > 0:
         counts[state.DROPPED + "cap"] = drop_oldest(db, need)
     with dialect_for(db).write_transaction(db):
-        state.add_counts(db, counts)
+        state.add_counts(db, {k: v for k, v in counts.items() if k != state.COMPACTED})
     return counts
 
 
@@ -207,11 +217,16 @@ def thin(db, need):
 
 
 def drop_oldest(db, need):
-    """Drop the ``need`` oldest unforwarded rows (by arrival); return how many."""
+    """Drop the ``need`` oldest unforwarded rows (by arrival), then, if the
+    spool still holds too many, the oldest waiting compacted states; return
+    the raw rows dropped."""
     d = dialect_for(db)
     with d.write_transaction(db), d.lock(db, outbox.LOCK):
         protected = _protected(db)
         scan = db.execute_sql(d.sql(
             "SELECT seq, server_id, metric_type_id, collected_at FROM forward_outbox "
             "ORDER BY seq LIMIT :n"), {"n": need}).fetchall()
-        return _delete_entries(db, [e for e in scan if not protected(e[0])])
+        dropped = _delete_entries(db, [e for e in scan if not protected(e[0])])
+        if dropped < need:
+            dropped += compaction.drop_oldest(db, need - dropped)
+        return dropped

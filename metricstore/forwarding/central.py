@@ -18,6 +18,8 @@ from ..dialects import dialect_for
 from ..guard import guarded
 from ..repository import MetricRepository
 from ..timeutil import utcnow
+from . import compaction
+from .outcome import Outcome
 
 ACK = ("INSERT INTO forward_acks (spool_id, batch, outcome, acked_at) "
        "VALUES (:spool, :batch, :outcome, :at) ON CONFLICT (spool_id) DO UPDATE SET "
@@ -63,6 +65,22 @@ class Central:
             snapshots = repo.record_snapshots(shipment.snapshots, on_error="skip") \
                 if shipment.snapshots else None
             outcome = shipment.outcome(metrics, snapshots)
+            self.db.execute_sql(self.dialect.sql(ACK), {
+                "spool": spool_id, "batch": batch_no, "outcome": json.dumps(outcome.to_json()),
+                "at": self.dialect.time_param(utcnow())})
+        return outcome
+
+    @guarded("forwarding compacted states")
+    def ship_states(self, spool_id, batch_no, states, described, refused_before=()):
+        """Merge compacted 5-minute ``states`` ``[(central sid, metric name,
+        bucket us, State)]`` and the ack in one central transaction; return
+        the :class:`Outcome` (``described``: each state as quarantine shows it;
+        ``refused_before``: states the spool could not name, recorded too)."""
+        repo = self.open()
+        with self.dialect.write_transaction(self.db):
+            counts, refused = compaction.merge_central(self.db, repo, states)
+            outcome = Outcome(states=counts, quarantined=list(refused_before) + [
+                dict(described[i], field="metric", reason=reason) for i, reason in refused])
             self.db.execute_sql(self.dialect.sql(ACK), {
                 "spool": spool_id, "batch": batch_no, "outcome": json.dumps(outcome.to_json()),
                 "at": self.dialect.time_param(utcnow())})

@@ -32,7 +32,7 @@ from ..guard import DRIVER_ERRORS, guarded
 from ..errors import ConfigurationError, DatabaseError, MetricstoreError
 from ..timeutil import utcnow
 from . import cap as spool_cap
-from . import outbox, quarantine, state
+from . import compaction, outbox, quarantine, state
 from .backoff import Backoff
 from .central import Central
 from .mapping import ServerMap
@@ -70,20 +70,22 @@ class Forwarder:
     ``backoff``: a :class:`Backoff`; ``cap``: a :class:`SpoolCap` (None: no
     cap); ``local_retention``: forwarded rows older than this (by
     collected_at, UTC) are deleted locally (None: kept);
-    ``maintain_every_s``: how often pruning and the cap run; ``retarget``:
+    ``maintain_every_s``: how often pruning and the cap run; ``state_rows``:
+    compacted 5-minute states per batch (see :mod:`.compaction`); ``retarget``:
     accept a destination other than the one this spool forwarded to before
     (the server mapping is rebuilt). Only one forwarder runs per spool.
     """
 
     def __init__(self, local_db, central_db, batch_rows=200_000, live_rows=2_000, poll_s=1.0,
                  backoff=None, cap=None, local_retention=timedelta(days=7),
-                 maintain_every_s=60.0, retarget=False, clock=utcnow):
-        if batch_rows < 1 or live_rows < 1:
-            raise ConfigurationError("batch_rows and live_rows must be >= 1")
+                 maintain_every_s=60.0, retarget=False, clock=utcnow, state_rows=5_000):
+        if batch_rows < 1 or live_rows < 1 or state_rows < 1:
+            raise ConfigurationError("batch_rows, live_rows and state_rows must be >= 1")
         self.local = self.db = local_db          # .db: what guard names in errors
         self.dialect = dialect_for(local_db)
         self.central = Central(central_db)
         self.batch_rows, self.live_rows, self.poll_s = batch_rows, live_rows, poll_s
+        self.state_rows = state_rows
         self.backoff = backoff or Backoff()
         self.cap = cap
         self.local_retention = local_retention
@@ -178,10 +180,56 @@ class Forwarder:
         was full (a backlog). Returns the entries shipped."""
         if self._unsure:
             self._recover()
-        shipped = self._ship_next(self.batch_rows, newest_first=False)
-        if shipped >= self.batch_rows:
+        shipped = self._ship_compacted()
+        backfill = self._ship_next(self.batch_rows, newest_first=False)
+        shipped += backfill
+        if backfill >= self.batch_rows:
             shipped += self._ship_next(self.live_rows, newest_first=True)
         return shipped
+
+    def _ship_compacted(self):
+        """Ship one batch of waiting compacted 5-minute states (the spool's
+        oldest data); returns how many."""
+        if not compaction.any_waiting(self.local):
+            return 0
+        with self.dialect.write_transaction(self.local), self.dialect.lock(
+                self.local, outbox.LOCK):
+            ranges, states = compaction.read(self.local, self.state_rows)
+            if not states:
+                return 0
+            self.batch_no += 1
+            inflight = {"batch": self.batch_no, "ranges": [], "compacted": ranges,
+                        "missing": 0, "entries": 0}
+            state.update(self.local, batch=self.batch_no, inflight=inflight)
+        self._unsure = True
+        repo = self.central.open()
+        servers = self.servers.resolve({s[1] for s in states}, repo)
+        names = self._names({s[2] for s in states})
+        ship, described, unknown = [], [], []
+        for _, sid, mid, bucket, st in states:
+            cid, server = servers.get(sid, (None, None))
+            metric = names.get(mid)
+            desc = compaction.describe(server or "#%d" % sid, metric or "#%d" % mid, bucket, st)
+            if cid is None or metric is None:
+                what, ident = ("server", sid) if cid is None else ("metric type", mid)
+                unknown.append(dict(desc, field="server_id" if cid is None else "metric",
+                                    reason="the spool has no %s with id %d" % (what, ident)))
+            else:
+                ship.append((cid, metric, bucket, st))
+                described.append(desc)
+        try:
+            outcome = (self.central.ship_states(self.spool_id, inflight["batch"], ship,
+                                                described, unknown)
+                       if ship else Outcome(quarantined=unknown))
+        except RETRYABLE as exc:
+            if not is_poison(exc):
+                raise
+            reason = "the central database refused it: %s" % str(exc).strip().splitlines()[0]
+            outcome = Outcome(quarantined=unknown + [dict(d, field="row", reason=reason)
+                                                     for d in described])
+        self._acknowledge(inflight, outcome)
+        self._unsure = False
+        return len(states)
 
     def _ship_next(self, limit, newest_first):
         """Read, mark and send one batch. A full backfill batch starts the read
@@ -276,17 +324,22 @@ class Forwarder:
         with self.dialect.write_transaction(self.local), self.dialect.lock(
                 self.local, outbox.LOCK):
             outbox.delete_ranges(self.local, inflight["ranges"])
+            compaction.delete(self.local, inflight.get("compacted"))
             quarantine.add(self.local, outcome.quarantined, now)
-            state.add_counts(self.local, {
+            state.add_counts(self.local, dict(outcome.states, **{
                 state.FORWARDED: outcome.inserted, state.DUPLICATE: outcome.duplicates,
-                state.EXPIRED: outcome.expired, state.QUARANTINED: len(outcome.quarantined),
-                state.DROPPED + "missing": inflight["missing"]})
+                state.EXPIRED: outcome.expired,
+                # a quarantined compacted state stands for its raw rows
+                state.QUARANTINED: sum(q.get("rows", 1) for q in outcome.quarantined),
+                state.DROPPED + "missing": inflight["missing"]}))
             state.update(self.local, inflight=None, last_success_at=now)
         t = self.totals
         t.inserted += outcome.inserted
         t.duplicates += outcome.duplicates
         t.expired += outcome.expired
         t.quarantined += outcome.quarantined
+        for name, rows in outcome.states.items():
+            t.states[name] = t.states.get(name, 0) + rows
 
     def _recover(self):
         """Settle a batch left in flight by an earlier run or a failure."""

@@ -1,8 +1,9 @@
 """Server ids differ between the spool and the central database: map by name.
 
-A local server seen for the first time is registered centrally
-(``add_server``, idempotent, committed on its own) and the mapping is kept
-in ``forward_servers``, so later batches need no central look-up.
+Local servers seen for the first time are registered centrally
+(``add_server``, idempotent, all of a batch's in one central transaction) and
+the mapping is kept in ``forward_servers``, so later batches need no central
+look-up.
 """
 
 from ..dialects import dialect_for
@@ -32,15 +33,19 @@ class ServerMap:
             names = dict(self.local.execute_sql(
                 d.sql("SELECT id, name FROM servers %s" % d.id_filter("id")),
                 {"ids": d.ids_param(sorted(missing))}))
-            save = d.sql(SAVE)
-            for lid in sorted(missing):
-                name = names.get(lid)
-                if name is None:
-                    self.known[lid] = (None, None)
-                    continue
-                cid = central_repo.add_server(name)
-                self.local.execute_sql(save, {"l": lid, "c": cid, "n": name})
-                self.known[lid] = (cid, name)
+            new = {}
+            with central_repo.db.atomic():   # one central commit for all of them
+                for lid in sorted(missing):
+                    name = names.get(lid)
+                    if name is None:
+                        self.known[lid] = (None, None)
+                    else:
+                        new[lid] = (central_repo.add_server(name), name)
+            save = d.sql(SAVE)               # only ids the central database committed
+            with self.local.atomic():
+                for lid, (cid, name) in new.items():
+                    self.local.execute_sql(save, {"l": lid, "c": cid, "n": name})
+                    self.known[lid] = (cid, name)
         return self.known
 
     def forget(self):

@@ -24,15 +24,17 @@ class Outcome:
     duplicates: int = 0
     expired: int = 0
     quarantined: list = field(default_factory=list)   # dicts: row fields + field, reason
+    states: dict = field(default_factory=dict)        # compacted:<outcome> -> raw rows
 
     def to_json(self):
         return {"inserted": self.inserted, "duplicates": self.duplicates,
-                "expired": self.expired, "quarantined": self.quarantined}
+                "expired": self.expired, "quarantined": self.quarantined,
+                "states": self.states}
 
     @classmethod
     def from_json(cls, data):
         return cls(data["inserted"], data["duplicates"], data["expired"],
-                   data["quarantined"])
+                   data["quarantined"], data.get("states", {}))
 
 
 def describe(kind, server, row):

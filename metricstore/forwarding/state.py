@@ -11,6 +11,8 @@ from ..dialects import dialect_for
 FORWARDED, DUPLICATE, EXPIRED = "forwarded", "duplicate", "expired"
 QUARANTINED, COMPACTED, PRUNED = "quarantined", "compacted", "pruned"
 DROPPED = "dropped:"            # + reason: thinned, cap, missing
+# COMPACTED + ":" + forwarded, duplicate, expired, overlap: what became of
+# the compacted rows centrally (see compaction.py)
 COUNTS = (FORWARDED, DUPLICATE, EXPIRED, QUARANTINED, COMPACTED)
 TIME_FIELDS = ("enabled_at", "last_success_at", "last_error_at")
 FIELDS = ("spool_id", "destination", "enabled_at", "batch", "inflight", "thinned_through",

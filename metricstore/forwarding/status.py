@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from ..dialects import dialect_for
 from ..guard import guarded
 from ..timeutil import to_utc, utcnow
-from . import cap, outbox, quarantine, state
+from . import cap, compaction, outbox, quarantine, state
 
 DEFAULT_MAX_LAG = timedelta(minutes=5)
 
@@ -18,8 +18,10 @@ class ForwardStatus:
     rows held locally (forwarded or not); ``oldest_unforwarded``: the oldest
     collected_at waiting (UTC; None when empty) and ``lag`` its age;
     ``counts``: rows per outcome (forwarded, duplicate, expired,
-    quarantined, compacted, dropped:<reason>, pruned); ``quarantined``:
-    the latest quarantined rows, newest first."""
+    quarantined, compacted, compacted:<outcome>, dropped:<reason>, pruned);
+    ``compacted_waiting``: ``(states, raw rows they hold)`` compacted by the
+    cap and not yet forwarded; ``quarantined``: the latest quarantined rows,
+    newest first."""
     enabled: bool
     spool_id: str
     destination: str
@@ -33,6 +35,7 @@ class ForwardStatus:
     last_error: str
     in_flight: bool
     counts: dict = field(default_factory=dict)
+    compacted_waiting: tuple = (0, 0)
     quarantined: list = field(default_factory=list)
     problems: list = field(default_factory=list)
 
@@ -63,7 +66,8 @@ def status(db, now=None, max_lag=DEFAULT_MAX_LAG, quarantine_limit=20):
         lag=None if oldest is None else max(now - oldest, timedelta(0)),
         last_success_at=s["last_success_at"], last_error_at=s["last_error_at"],
         last_error=s["last_error"], in_flight=s["inflight"] is not None,
-        counts=state.counts(db), quarantined=quarantine.rows(db, quarantine_limit))
+        counts=state.counts(db), compacted_waiting=compaction.waiting(db),
+        quarantined=quarantine.rows(db, quarantine_limit))
     if not result.enabled:
         result.problems.append("this database is not a spool yet: run `metricstore forward "
                                "--from URL --to URL` once")
@@ -76,6 +80,10 @@ def status(db, now=None, max_lag=DEFAULT_MAX_LAG, quarantine_limit=20):
     if result.counts.get(state.QUARANTINED):
         result.problems.append("%d row(s) quarantined (refused centrally)"
                                % result.counts[state.QUARANTINED])
+    if result.counts.get(compaction.OVERLAP):
+        result.problems.append("%d compacted row(s) not merged centrally: the central "
+                               "5-minute bucket held interleaving samples"
+                               % result.counts[compaction.OVERLAP])
     if result.dropped:
         result.problems.append("%d row(s) dropped before forwarding" % result.dropped)
     return result
