@@ -16,9 +16,13 @@ import numpy as np
 
 from .sketch import GAMMA, HAS_ZERO, INV_LOG_GAMMA, ZERO, _HALF, Sketch
 
-# Bin keys of doubles lie in [-1100, 36000] (|v| from ZERO=1e-9 to 1.8e308):
-# one ordinal line that sorts like the values: negatives, zero, positives.
-_NEG, _ZERO_ORD, _POS = 100_000, 110_000, 120_000
+# Bin keys of doubles lie in [-1047, 36000] (|v| from ZERO=1e-9 to 1.8e308):
+# one ordinal line that sorts like the values: negatives, zero, positives,
+# the zero just below the smallest positive key and the smallest |negative|
+# just below the zero, so values around zero keep the dense grid narrow.
+_POS = 120_000
+_ZERO_ORD = _POS - 1_100
+_NEG = _ZERO_ORD - 1_100
 _CELLS = 4_000_000          # dense (groups x bins) cells per bincount chunk
 
 
@@ -220,7 +224,8 @@ def _dense_quantiles(g, o, c, ngroups, q):
     """Quantiles per group of (group, ordinal, count) rows via a dense grid,
     chunked so that a chunk holds at most _CELLS cells."""
     out = np.full(ngroups, np.nan)
-    col, col_ord = _columns(o)
+    lo = int(o.min())
+    col, col_ord = o - lo, np.arange(lo, int(o.max()) + 1)
     span = len(col_ord)
     step = max(1, _CELLS // span)
     order = np.argsort(g, kind="stable") if ngroups > step else None
@@ -266,22 +271,6 @@ def _quantile_runs(runs, q):
     upper = at(np.minimum(lo + 1, np.maximum(n - 1, 0)))
     value = np.where((frac > 0) & (lo + 1 < n), value + (upper - value) * frac, value)
     return np.where(n > 0, value, np.nan)
-
-
-def _columns(o):
-    """Dense column numbers for ordinals ``o``: the negative band, zero and
-    the positive band each only as wide as the ordinals in it (so values
-    around zero do not span the whole ordinal line); and each column's ordinal."""
-    col = np.empty_like(o)
-    parts, at = [], 0
-    for band in (o < _ZERO_ORD, o == _ZERO_ORD, o > _ZERO_ORD):
-        if not band.any():
-            continue
-        lo, hi = int(o[band].min()), int(o[band].max())
-        col[band] = o[band] - lo + at
-        parts.append(np.arange(lo, hi + 1))
-        at += hi - lo + 1
-    return col, np.concatenate(parts)
 
 
 def _quantile_rows(cells, q, col_ord):
