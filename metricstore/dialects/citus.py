@@ -302,6 +302,7 @@ class CitusSchemaDialect(CitusDialect):
         return PostgresDialect.top(self, stat, direction)
 
     def per_server_sql(self, select, table, where, grouped=False):
+        """The single node's LATERAL (one shard: a router query already)."""
         return PostgresDialect.per_server_sql(self, select, table, where, grouped)
 
 
