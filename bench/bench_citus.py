@@ -11,12 +11,15 @@ Citus tenant in a distributed schema (schema-based sharding). Ingest is
 ``record_many`` in batches of ``--batch`` rows, then a full re-send (all
 duplicates, whose counts are checked). Each query runs ``--rounds`` times
 per tenant, tenants interleaved; medians and the ratio to the single node
-are printed, with rows per worker and the EXPLAINs of a one-server query and
-of ``latest``; the rollup reads over 6 h are served from the tiers. Prints
+are printed, with rows per worker and the EXPLAINs of a one-server query, of
+a one-server tier read and of ``latest``; the rollup reads over 6 h are
+served from the tiers; the reads through ``per_server_sql`` are timed on the
+sharded tenant in the PostgreSQL LATERAL shape and in Citus's. Prints
 Markdown; nothing is kept (tenants are dropped).
 """
 
 import argparse
+import functools
 import os
 import random
 import sys
@@ -28,7 +31,7 @@ import _common as C
 import metricstore
 from metricstore import queries as Q
 from metricstore.connection import connect
-from metricstore.dialects import dialect_for
+from metricstore.dialects import PostgresDialect, dialect_for
 from metricstore.rollups.rebuild import tier_status
 from metricstore.status import status
 
@@ -105,9 +108,58 @@ def queries(end, servers):
             1, "disk_io_reads", long, end, timedelta(hours=1)),
         "top 10 by p95 (6 h, tiers)": lambda r: r.top("cpu_percent", long, end, stat="p95"),
         "top 10 by avg (6 h, tiers)": lambda r: r.top("cpu_percent", long, end),
+        "heatmap avg (all servers, 6 h, 1 h buckets, tiers)": lambda r: r.heatmap(
+            "cpu_percent", long, end, timedelta(hours=1)).rows,
         "rollups status": lambda r: tier_status(r.db, now=end),
     }
 UNEQUAL = ("status()", "rollups status")     # row counts: estimates on the single node
+# Reads through Dialect.per_server_sql, timed on the sharded tenant in both
+# shapes: the PostgreSQL LATERAL over unnest(:ids) (what CitusDialect used
+# before it had its own; its grouped form is refused by Citus, so no top())
+# and CitusDialect's server_id = ANY(:ids).
+PER_SERVER_READS = ("buckets 5m avg,p95 (1 server, 1 h)", "summary (1 server, 1 h)",
+                    "buckets 1h avg,p95 (1 server, 6 h, tiers)",
+                    "summary (1 server, 6 h, tiers)",
+                    "heatmap avg (all servers, 6 h, 1 h buckets, tiers)")
+
+
+def per_server_shapes(tenant, calls, rounds):
+    """``{name: (LATERAL ms, ANY ms)}``: medians on ``tenant``, shapes interleaved."""
+    d = dialect_for(tenant.db)
+    lateral = functools.partial(PostgresDialect.per_server_sql, d)
+    out = {}
+    for name in PER_SERVER_READS:
+        times = ([], [])
+        for _ in range(rounds):
+            for i, shape in enumerate((lateral, None)):
+                if shape:
+                    d.per_server_sql = shape
+                try:
+                    with C.timed(times[i]):
+                        calls[name](tenant.repo)
+                finally:
+                    d.__dict__.pop("per_server_sql", None)
+        out[name] = tuple(C.median(t) * 1000 for t in times)
+    return out
+
+
+def tier_read_sql(tenant, end):
+    """The tier statement of a one-server 6 h ``buckets`` read, with its parameters."""
+    sent = []
+    execute = tenant.db.execute_sql
+
+    def spy(sql, params=None, *args, **kwargs):
+        if "rollup_" in sql and not sent:
+            sent.append((sql, params))
+        return execute(sql, params, *args, **kwargs)
+
+    tenant.db.execute_sql = spy
+    try:
+        tenant.repo.buckets(1, "cpu_percent", end - timedelta(hours=6), end,
+                            timedelta(hours=1), stats=("avg", "p95"))
+    finally:
+        del tenant.db.execute_sql
+    return sent[0]
 
 
 def rows_per_worker(db):
@@ -173,12 +225,22 @@ def main(argv=None):
                 "%.1f (%.1fx)" % (m, m / med[0]) for m in med)))
 
         citus = tenants[1]
+        calls = queries(end, args.servers)
+        print("\n| read through per_server_sql, Citus by server (median of %d, ms) "
+              "| LATERAL over unnest (before) | server_id = ANY (CitusDialect) |"
+              % args.rounds)
+        print("|---|---:|---:|")
+        for name, (before, after) in per_server_shapes(citus, calls, args.rounds).items():
+            print("| %s | %.1f | %.1f (%.2fx) |" % (name, before, after, after / before))
         print("\nRows per worker (Citus, by server): " + ", ".join(
             "%s %d" % (node, n) for node, n in rows_per_worker(citus.db)))
         d = dialect_for(citus.db)
         print("\n```\n-- series, one server (router query)\n" + explain(
             citus.db, d.sql(Q.SERIES), {"sid": 1, "mid": 1, "start": end - timedelta(hours=1),
                                         "end": end, "limit": 20000}) + "\n```")
+        sql, params = tier_read_sql(citus, end)
+        print("\n```\n-- buckets 1h, one server, 6 h: the tier segments (router query)\n"
+              + explain(citus.db, sql, params) + "\n```")
         print("\n```\n-- latest (one task per shard)\n" + "\n".join(
             explain(citus.db, d.sql(d.latest, filter=""), {"mid": 1}).splitlines()[:14])
             + "\n   ...\n```")

@@ -347,6 +347,17 @@ def check_rollups(db, url, capsys):
             bound = ALPHA * want[r.server_id] if stat == "p95" else 1e-9 * want[r.server_id]
             assert abs(r.value - want[r.server_id]) <= bound, stat
 
+    for stat in ("avg", "max", "p95"):
+        heat = repo.heatmap("cpu_percent", start, end, hour, stat=stat)
+        assert heat.resolution != "raw" and sorted(heat.rows) == sorted(ids), stat
+        for sid in ids:
+            per_server = {b.start: b.stats[stat] for b in repo.buckets(
+                sid, "cpu_percent", start, end, hour, stats=(stat,))}
+            cells = dict(zip(heat.starts, heat.rows[sid]))
+            assert {t for t, v in cells.items() if v is not None} == set(per_server), stat
+            assert [cells[t] for t in sorted(per_server)] == pytest.approx(
+                [per_server[t] for t in sorted(per_server)], rel=1e-12), stat
+
     tiers = {t.name: t for t in tier_status(db, now=NOW)}
     for tier in TIERS:
         w = tier.width_us
@@ -405,6 +416,36 @@ def test_one_server_queries_are_router_queries(citus_url):
         "EXPLAIN " + d.sql(d.latest, filter=""), {"mid": 1}).fetchall())
     assert "Task Count: %d" % SHARDS in latest       # one task per shard, in parallel
     assert "Limit" in latest and "Index" in latest    # each one probes every server
+    db.close()
+
+
+def test_one_server_tier_reads_are_router_queries(citus_url):
+    """buckets and summary served from the tiers (and raw at the edges) send
+    every statement of the read to the server's shard only."""
+    db = connect(citus_url)
+    db.connect()
+    metricstore.distribute(db, shard_count=SHARDS)
+    repo = MetricRepository(db, clock=lambda: NOW)
+    ids, _ = rollup_fleet(repo)
+    sent = []
+    execute = db.execute_sql
+
+    def spy(sql, params=None, *args, **kwargs):
+        if "rollup_" in sql and sql.lstrip().upper().startswith("SELECT"):
+            sent.append((sql, params))
+        return execute(sql, params, *args, **kwargs)
+
+    db.execute_sql = spy
+    start, end = NOW - timedelta(hours=25, minutes=7, seconds=3), NOW
+    got = repo.buckets(ids[1], "cpu_percent", start, end, timedelta(hours=1),
+                       stats=("avg", "p95"))
+    assert "1h" in got.resolution and "raw" in got.resolution
+    repo.summary(ids[1], "cpu_percent", start, end, stats=("avg", "p95"))
+    del db.execute_sql
+    assert len(sent) == 2
+    for sql, params in sent:
+        plan = "\n".join(r[0] for r in db.execute_sql("EXPLAIN " + sql, params).fetchall())
+        assert re.search(r"Task Count: 1\b", plan) and "Subplan" not in plan, plan
     db.close()
 
 

@@ -8,6 +8,9 @@ installed. Everything single-node PostgreSQL does still holds; what differs:
   table (``servers``); the same per-server index probes are written as
   LATERAL subqueries grouped by ``server_id`` (see :func:`probe`), which
   Citus pushes down to every shard in parallel;
+- tier reads filter the distribution column with ``server_id = ANY(:ids)``
+  instead of a LATERAL over ``unnest(:ids)`` (see :data:`PER_SERVER`): a
+  one-server read is a router query to the server's shard;
 - insert counts come from ``RETURNING`` (Citus's row count of a
   distributed ``INSERT ... SELECT`` is the rows sent, not the rows stored);
 - sizes and row counts come from the shards (``citus_total_relation_size``,
@@ -86,6 +89,14 @@ TOP_PER_SERVER = (
     "AND collected_at < :end) src GROUP BY server_id) a "
     "WHERE a.stat IS NOT NULL ORDER BY a.stat {direction}, s.id LIMIT :n")
 
+# Tier reads (rollups/columns.py): the server ids as a filter on the
+# distribution column, not a LATERAL over unnest(): Citus prunes to the
+# shards of the ids it is given (one server: a router query, one task) and
+# pushes a GROUP BY server_id down whole; the LATERAL form ran one task per
+# shard and its HAVING (partial aggregates) was refused.
+PER_SERVER = ("SELECT t.server_id, {select} FROM {table} t "
+              "WHERE t.server_id = ANY(:ids::int[]) AND {where}")
+
 # Tables whose rows every per-series probe crosses (see CitusDialect.analyze).
 SMALL_TABLES = ("servers", "metric_types")
 ON_COORDINATOR = "SELECT success, result FROM run_command_on_coordinator(%s)"
@@ -124,6 +135,13 @@ class CitusDialect(PostgresDialect):
     def top(self, stat, direction):
         return self.sql(TOP_PER_SERVER.format(aggregate=AGGREGATES[stat],
                                               direction=direction))
+
+    def per_server_sql(self, select, table, where, grouped=False):
+        """As :meth:`PostgresDialect.per_server_sql`, as ``server_id =
+        ANY(:ids)`` (see :data:`PER_SERVER`); with ``grouped`` a GROUP BY of
+        the distribution column, which leaves out servers with no row."""
+        sql = PER_SERVER.format(select=select, table=table, where=where)
+        return sql + " GROUP BY t.server_id" if grouped else sql
 
     def prepare(self, db):
         """The tenant schema: one this creates is a Citus distributed schema
@@ -282,6 +300,10 @@ class CitusSchemaDialect(CitusDialect):
 
     def top(self, stat, direction):
         return PostgresDialect.top(self, stat, direction)
+
+    def per_server_sql(self, select, table, where, grouped=False):
+        """The single node's LATERAL (one shard: a router query already)."""
+        return PostgresDialect.per_server_sql(self, select, table, where, grouped)
 
 
 class CitusWriter(PostgresWriter):
