@@ -25,6 +25,7 @@ installed. Everything single-node PostgreSQL does still holds; what differs:
 
 from .. import queries as Q
 from ..errors import ConfigurationError
+from .base import Dialect
 from .postgres import AGGREGATES, PostgresDialect, PostgresWriter
 
 
@@ -136,10 +137,13 @@ class CitusDialect(PostgresDialect):
         return self.sql(TOP_PER_SERVER.format(aggregate=AGGREGATES[stat],
                                               direction=direction))
 
-    def per_server_sql(self, select, table, where, grouped=False):
+    def per_server_sql(self, select, table, where, grouped=False, single=False):
         """As :meth:`PostgresDialect.per_server_sql`, as ``server_id =
         ANY(:ids)`` (see :data:`PER_SERVER`); with ``grouped`` a GROUP BY of
-        the distribution column, which leaves out servers with no row."""
+        the distribution column, which leaves out servers with no row. One
+        server (``single``): ``server_id = :sid``, a router query."""
+        if single:
+            return Dialect.per_server_sql(self, select, table, where, grouped, single)
         sql = PER_SERVER.format(select=select, table=table, where=where)
         return sql + " GROUP BY t.server_id" if grouped else sql
 
@@ -301,9 +305,9 @@ class CitusSchemaDialect(CitusDialect):
     def top(self, stat, direction):
         return PostgresDialect.top(self, stat, direction)
 
-    def per_server_sql(self, select, table, where, grouped=False):
+    def per_server_sql(self, select, table, where, grouped=False, single=False):
         """The single node's LATERAL (one shard: a router query already)."""
-        return PostgresDialect.per_server_sql(self, select, table, where, grouped)
+        return PostgresDialect.per_server_sql(self, select, table, where, grouped, single)
 
 
 class CitusWriter(PostgresWriter):
