@@ -268,11 +268,17 @@ def test_status_of_a_sharded_tenant_with_rollup_tiers(citus_url):
     db.connect()
     metricstore.distribute(db, shard_count=SHARDS)
     repo = MetricRepository(db, clock=lambda: NOW)
-    rows = fleet(repo, servers=3, points=5)[1]
+    _, rows, snaps, _ = fleet(repo, servers=3, points=5)
     result = status(db, now=NOW)
     assert result.rows["metrics"] == (len(rows), True)
     five = {t.name: t for t in result.tiers}["5m"]
-    assert five.rows == len({(s, m, to_micros(t) // 300_000_000) for s, m, _, t in rows})
+    # the metrics' series, and each snapshot column's series (rollups.snapshots)
+    snapshot_series = {(s.server_id, column, to_micros(s.collected_at) // 300_000_000)
+                       for s in snaps for column in ("cpu_percent", "memory_percent",
+                                                     "connection_count")
+                       if getattr(s, column) is not None}
+    assert five.rows == len({(s, m, to_micros(t) // 300_000_000) for s, m, _, t in rows}) \
+        + len(snapshot_series)
     assert five.lag == timedelta(0)
     db.close()
 

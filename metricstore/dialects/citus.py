@@ -95,7 +95,7 @@ TOP_PER_SERVER = (
 # shards of the ids it is given (one server: a router query, one task) and
 # pushes a GROUP BY server_id down whole; the LATERAL form ran one task per
 # shard and its HAVING (partial aggregates) was refused.
-PER_SERVER = ("SELECT t.server_id, {select} FROM {table} t "
+PER_SERVER = ("SELECT t.server_id AS s, {select} FROM {table} t "
               "WHERE t.server_id = ANY(:ids::int[]) AND {where}")
 
 # Tables whose rows every per-series probe crosses (see CitusDialect.analyze).
