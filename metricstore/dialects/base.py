@@ -216,6 +216,11 @@ class Dialect:
 
     ranges_source = None      # rows (s, m, lo, hi) of the :ranges parameter (lo, hi in us)
     ids_source = None         # rows (s) of the :ids parameter (see ids_param)
+
+    def ranges_prune(self, column):
+        """An extra ``AND ...`` on ``column`` (a server id) for a join with
+        :attr:`ranges_source`, letting a sharded engine route it; '' here."""
+        return ""
     packed_blobs = None       # aggregates: blobs concatenated and their sizes (or None)
     packed_values = None      # aggregate: an array of values (or None)
 

@@ -137,6 +137,11 @@ class CitusDialect(PostgresDialect):
         return self.sql(TOP_PER_SERVER.format(aggregate=AGGREGATES[stat],
                                               direction=direction))
 
+    def ranges_prune(self, column):
+        """The ranges' server ids as a filter Citus prunes shards on (the
+        join with the unnest alone fanned out to every shard: rate() 22x)."""
+        return " AND %s = ANY(:rs::int[])" % column
+
     def per_server_sql(self, select, table, where, grouped=False, single=False):
         """As :meth:`PostgresDialect.per_server_sql`, as ``server_id =
         ANY(:ids)`` (see :data:`PER_SERVER`); with ``grouped`` a GROUP BY of

@@ -12,16 +12,18 @@ from .tiers import SNAPSHOT_COLUMN, TIER_MAX_GAP_US
 
 TIER_ROWS = ("SELECT t.server_id, t.metric_type_id, {bucket}, {columns} FROM {ranges} "
              "JOIN {table} t ON t.server_id = r.s AND t.metric_type_id = r.m "
-             "AND t.bucket >= {lo} AND t.bucket < {hi} ORDER BY 1, 2, 3")
+             "AND t.bucket >= {lo} AND t.bucket < {hi}{prune_t} ORDER BY 1, 2, 3")
 RAW_ROWS = ("SELECT x.server_id, x.metric_type_id, {time}, x.value FROM {ranges} "
             "JOIN metrics x ON x.server_id = r.s AND x.metric_type_id = r.m "
-            "AND x.collected_at >= {lo} AND x.collected_at < {hi} ORDER BY 1, 2, 3")
+            "AND x.collected_at >= {lo} AND x.collected_at < {hi}{prune_x} ORDER BY 1, 2, 3")
 
 
 def _query(db, template, ranges, **fragments):
     d = dialect_for(db)
     sql = d.sql(template.format(ranges=d.ranges_source, lo=d.time_from_micros_sql("r.lo"),
-                                hi=d.time_from_micros_sql("r.hi"), **fragments))
+                                hi=d.time_from_micros_sql("r.hi"),
+                                prune_t=d.ranges_prune("t.server_id"),
+                                prune_x=d.ranges_prune("x.server_id"), **fragments))
     return db.execute_sql(sql, d.ranges_param(list(ranges)))
 
 
@@ -36,17 +38,6 @@ def tier_rows(db, tier, ranges, sketches=True):
                   bucket=d.micros_sql("t.bucket"), columns=columns).fetchall()
 
 
-TIER_SKETCHES = ("SELECT t.server_id, t.low, t.high, t.sketch FROM {ranges} "
-                 "JOIN {table} t ON t.server_id = r.s AND t.metric_type_id = r.m "
-                 "AND t.bucket >= {lo} AND t.bucket < {hi}")
-
-
-def tier_sketches(db, tier, ranges):
-    """``(sid, low, high, sketch bytes)`` of ``tier`` rows in ``ranges`` (read-only)."""
-    return _query(db, TIER_SKETCHES, ranges,
-                  table=dialect_for(db).quote(tier.table)).fetchall()
-
-
 def tier_states(db, tier, ranges):
     """``{(sid, mid, bucket us): State}`` of ``tier`` in ``ranges`` (read-only)."""
     return {(r[0], r[1], r[2]): State.from_row(r[2], r[3:]) for r in tier_rows(db, tier, ranges)}
@@ -54,7 +45,7 @@ def tier_states(db, tier, ranges):
 
 SNAPSHOT_ROWS = ("SELECT x.server_id, r.m, {time}, x.{column} FROM {ranges} "
                  "JOIN server_snapshots x ON x.server_id = r.s AND x.{column} IS NOT NULL "
-                 "AND x.collected_at >= {lo} AND x.collected_at < {hi} ORDER BY 1, 2, 3")
+                 "AND x.collected_at >= {lo} AND x.collected_at < {hi}{prune_x} ORDER BY 1, 2, 3")
 
 
 def raw_points(db, ranges):
@@ -104,30 +95,3 @@ def from_finer(db, finer_tier, keys, width_us):
         groups[s, m, t - t % width_us].append(State.from_row(t, row[3:]))
     return {key: merge_ordered(key[2], parts, TIER_MAX_GAP_US)
             for key, parts in groups.items()}
-
-
-TIER_TOTALS = ("SELECT server_id, SUM(n), SUM(total), MIN(low), MAX(high) FROM {table} "
-               "WHERE server_id IN (SELECT id FROM servers) AND metric_type_id = :mid "
-               "AND bucket >= {lo} AND bucket < {hi} GROUP BY server_id")
-RAW_TOTALS = ("SELECT server_id, COUNT(*), SUM(value), MIN(value), MAX(value) FROM metrics "
-              "WHERE server_id IN (SELECT id FROM servers) AND metric_type_id = :mid "
-              "AND collected_at >= {lo} AND collected_at < {hi} GROUP BY server_id")
-
-
-def totals(db, mid, segments, stat):
-    """``{server_id: avg|min|max}`` of metric ``mid`` over ``segments``, every
-    server, summed in SQL per source (read-only)."""
-    d = dialect_for(db)
-    acc = {}
-    for seg in segments:
-        raw = seg.source.tier is None
-        sql = (RAW_TOTALS if raw else TIER_TOTALS).format(
-            table=None if raw else d.quote(seg.source.tier.table),
-            lo=d.time_from_micros_sql(":lo"), hi=d.time_from_micros_sql(":hi"))
-        for sid, n, total, low, high in db.execute_sql(d.sql(sql), {"mid": mid, "lo": seg.lo,
-                                                                     "hi": seg.hi}):
-            a = acc.get(sid)
-            acc[sid] = [n, total, low, high] if a is None else [
-                a[0] + n, a[1] + total, min(a[2], low), max(a[3], high)]
-    pick = {"avg": lambda a: a[1] / a[0], "min": lambda a: a[2], "max": lambda a: a[3]}[stat]
-    return {sid: pick(a) for sid, a in acc.items() if a[0]}
