@@ -31,7 +31,6 @@ import _common as C
 
 from metricstore.demo import DemoFleet
 from metricstore.ingest import METRICS, metric_checker, write
-from metricstore.rollups import store
 from metricstore.rollups.rebuild import coarsen
 from metricstore.rollups.state import State
 from metricstore.rollups.tiers import TIER_1D, TIER_1H, TIER_5M, TIERS
@@ -197,7 +196,6 @@ def build_fleet_rows(args, end, mid):
     """Tier rows (key + state columns) of ``args.servers`` x ``args.days`` days."""
     day0 = (end - timedelta(days=args.days)).replace(hour=0, minute=0, second=0)
     days = args.days + 1
-    w5 = TIER_5M.width_us
     first_edge = to_micros(day0) + 2 * 86_400_000_000
     last_edge = to_micros(end) - 86_400_000_000
     rows = {TIER_5M: [], TIER_1H: [], TIER_1D: []}

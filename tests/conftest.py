@@ -160,3 +160,13 @@ def db(raw_db):
         metricstore.provision(raw_db)
     yield raw_db
     assert_integrity(raw_db)
+
+
+@pytest.fixture
+def spool(tmp_path):
+    """An agent's SQLite spool: a provisioned tenant file, open."""
+    db = metricstore.connect("sqlite:///" + str(tmp_path / "agent.db"))
+    db.connect()
+    metricstore.provision(db)
+    yield db
+    db.close()

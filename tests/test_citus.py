@@ -23,6 +23,7 @@ from metricstore.partitioning import PartitionManager
 from metricstore.rollups.rebuild import rebuild, tier_status
 from metricstore.rollups.sketch import ALPHA
 from metricstore.rollups.store import tier_rows
+from reference import exact_quantile
 from metricstore.rollups.tiers import TIER_1H, TIERS
 from metricstore.status import status
 from metricstore.timeutil import month_start, to_micros, utcnow
@@ -298,14 +299,6 @@ def rollup_fleet(repo):
             rows.append((sid, "disk_io_reads", float(c), t))
     assert repo.record_many(rows).inserted == len(rows)
     return ids, rows
-
-
-def exact_quantile(values, q):
-    values = sorted(values)
-    rank = q * (len(values) - 1)
-    lo = int(rank)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (rank - lo)
 
 
 def check_rollups(db, url, capsys):

@@ -10,7 +10,6 @@ import threading
 import time
 from datetime import timedelta
 
-import peewee as pw
 import pytest
 
 import metricstore
@@ -23,15 +22,6 @@ from metricstore.forwarding.cap import THIN_WINDOW_US
 from metricstore.timeutil import to_micros, utcnow
 
 METRICS = ("cpu_percent", "memory_percent", "connection_count", "wait_time_ms")
-
-
-@pytest.fixture
-def spool(tmp_path):
-    db = metricstore.connect("sqlite:///" + str(tmp_path / "agent.db"))
-    db.connect()
-    metricstore.provision(db)
-    yield db
-    db.close()
 
 
 def base_time():

@@ -31,15 +31,6 @@ class Crash(Exception):
     pass
 
 
-@pytest.fixture
-def spool(tmp_path):
-    db = metricstore.connect("sqlite:///" + str(tmp_path / "agent.db"))
-    db.connect()
-    metricstore.provision(db)
-    yield db
-    db.close()
-
-
 def forwarder(spool, db, **kwargs):
     kwargs.setdefault("backoff", Backoff(base=0.01, cap=0.05))
     kwargs.setdefault("local_retention", None)

@@ -15,6 +15,7 @@ from metricstore import MetricRepository
 from metricstore.errors import QueryError, UnknownServerError
 from metricstore.rollups.bins import Bins
 from metricstore.rollups.sketch import ALPHA, Sketch
+from reference import exact_quantile
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 26, 13, 7, 45, tzinfo=UTC)
@@ -38,11 +39,7 @@ def exact(values, stat):
         return len(vs)
     if stat == "last":
         return max(values)[1]
-    vs.sort()
-    rank = QS[stat] * (len(vs) - 1)
-    lo = int(rank)
-    hi = min(lo + 1, len(vs) - 1)
-    return vs[lo] + (vs[hi] - vs[lo]) * (rank - lo)
+    return exact_quantile(vs, QS[stat])
 
 
 def close(got, want, stat, lo_hi=None):

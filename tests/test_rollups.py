@@ -17,20 +17,12 @@ from metricstore.rollups.sketch import ALPHA, Sketch
 from metricstore.rollups.store import tier_rows
 from metricstore.rollups.tiers import TIERS
 from metricstore.timeutil import to_micros
+from reference import exact_quantile
 
 UTC = timezone.utc
 GAP_US = 300_000_000
 BASE = datetime(2026, 11, 20, tzinfo=UTC)        # a Friday; the clock is pinned below
 PCTS = (0.5, 0.9, 0.95, 0.99)
-
-
-def exact_quantile(values, q):
-    """percentile_cont over sorted values."""
-    values = sorted(values)
-    rank = q * (len(values) - 1)
-    lo = int(rank)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (rank - lo)
 
 
 def expected_tier(points, width_us, counter):

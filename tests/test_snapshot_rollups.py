@@ -19,6 +19,7 @@ from metricstore.rollups.snapshots import SNAPSHOT_SERIES
 from metricstore.rollups.store import tier_rows
 from metricstore.rollups.tiers import TIERS
 from metricstore.timeutil import to_micros
+from reference import exact_quantile
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 26, 13, 7, 45, tzinfo=UTC)
@@ -98,10 +99,7 @@ def test_snapshot_buckets_from_tiers_equal_plain_python_and_raw(db):
         assert a.count == b.count == len(vs) and a.min == b.min == min(vs)
         assert a.max == max(vs) and a.last == max(want[a.start])[1] == b.last
         assert a.avg == pytest.approx(math.fsum(vs) / len(vs), rel=1e-9)
-        vs.sort()
-        rank = 0.95 * (len(vs) - 1)
-        lo = int(rank)
-        exact = vs[lo] + (vs[min(lo + 1, len(vs) - 1)] - vs[lo]) * (rank - lo)
+        exact = exact_quantile(vs, 0.95)
         assert abs(a.p95 - exact) <= 0.01 * exact + 1e-9 and b.p95 == pytest.approx(exact)
     with pytest.raises(QueryError, match="snapshot column"):
         repo.snapshot_buckets(sid, "status", start, end, hour)

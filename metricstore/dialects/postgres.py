@@ -9,7 +9,6 @@ import io
 import struct
 from dataclasses import replace
 import re
-from operator import itemgetter
 from contextlib import contextmanager
 
 from .. import errors as E

@@ -18,7 +18,7 @@ from ..timeutil import EPOCH, check_range, from_micros, month_start, to_micros, 
 from . import store
 from .rebuild_helpers import coarsen
 from .state import State
-from .tiers import SNAPSHOT_SERIES, TIER_5M, TIER_TABLES, TIERS, finer
+from .tiers import SNAPSHOT_SERIES, TIER_5M, TIER_TABLES, TIERS
 
 DAY = timedelta(days=1)
 DAY_US = 86_400_000_000
