@@ -152,13 +152,33 @@ def reads(t, days, end, reps, raw_too=True):
     out = []
     for name, fn in cases:
         tier_ms, tier_res = run(lambda: fn("auto"), reps)
-        raw_ms = run(lambda: fn("raw"), max(1, reps // 2))[0] if raw_too else None
+        raw_ms = None
+        if raw_too:
+            raw_ms, raw_res = run(lambda: fn("raw"), max(1, reps // 2))
+            agree(name, tier_res, raw_res)
         res = tier_res.resolution if hasattr(tier_res, "resolution") else \
             tier_res[0].resolution
         if name.startswith("heatmap") and isinstance(tier_res, list):
             name += " (%d calls)" % len(tier_res)
         out.append((name, raw_ms, tier_ms, res))
     return out
+
+
+def agree(name, tiers, raw):
+    """The tier answer equals the raw one (percentiles within the sketch's 1 %)."""
+    def numbers(res):
+        if hasattr(res, "rows"):                          # a Heatmap
+            return [v for sid in sorted(res.rows) for v in res.rows[sid]]
+        if res and isinstance(res[0], list):               # one call a server
+            return [b.avg for part in res for b in part]
+        if res and hasattr(res[0], "value"):               # top
+            return [r.value for r in res]
+        return [v for b in res for v in (b.avg, b.max, b.p95)]
+    a, b = numbers(tiers), numbers(raw)
+    rel = 0.0101 if "p95" in name else 1e-9
+    ok = len(a) == len(b) and all((x is None and y is None) or abs(x - y) <= rel * abs(y) + 1e-9
+                                  for x, y in zip(a, b))
+    assert ok, "tier and raw answers differ: %s" % name
 
 
 def tier_rows_read(t, days, end):
@@ -192,6 +212,32 @@ def bench_reads(engine, args):
             args.days, tier_rows_read(t, args.days, end)))
 
 
+DAILY = [20 * math.sin(((k * 15 / 3600.0) - 8) / 24 * 2 * math.pi) for k in range(5760)]
+
+
+def fleet_values(sid, days):
+    """cpu_percent of server ``sid`` every 15 s for ``days`` days from day0:
+    the same shape as cpu_rows (level, daily rhythm, noise), reproducible."""
+    rnd = random.Random(sid)
+    base, r = rnd.uniform(10, 60), rnd.random
+    return [min(100.0, max(0.0, base + DAILY[k % 5760] + 8 * (r() - 0.5)))
+            for k in range(days * 5760)]
+
+
+def load_fleet_raw(t, args, day0, end):
+    """The same samples as raw rows, ``[end - days - 1 h, end)``, through the
+    plain writer (no tier hook: the tiers were loaded from the same values)."""
+    start = end - timedelta(days=args.days, hours=1)
+    first = int((start - day0).total_seconds() // 15)
+    last = int((end - day0).total_seconds() // 15)
+    loaded = 0
+    for sid in range(1, args.servers + 1):
+        values = fleet_values(sid, args.days + 1)
+        rows = [(sid, "cpu_percent", values[k], day0 + k * C.STEP) for k in range(first, last)]
+        loaded += plain_write(t.repo, rows).inserted
+    return loaded
+
+
 def build_fleet_rows(args, end, mid):
     """Tier rows (key + state columns) of ``args.servers`` x ``args.days`` days."""
     day0 = (end - timedelta(days=args.days)).replace(hour=0, minute=0, second=0)
@@ -201,14 +247,8 @@ def build_fleet_rows(args, end, mid):
     rows = {TIER_5M: [], TIER_1H: [], TIER_1D: []}
     t0 = to_micros(day0)
     step = 15_000_000
-    # The same shape as cpu_rows (level, daily rhythm, noise), generated as
-    # epoch microseconds directly: the build is ~1 us a sample.
-    daily = [20 * math.sin(((k * 15 / 3600.0) - 8) / 24 * 2 * math.pi) for k in range(5760)]
     for sid in range(1, args.servers + 1):
-        rnd = random.Random(sid)
-        base, r = rnd.uniform(10, 60), rnd.random
-        values = [min(100.0, max(0.0, base + daily[k % 5760] + 8 * (r() - 0.5)))
-                  for k in range(days * 5760)]
+        values = fleet_values(sid, days)
         fives = {}
         for i in range(0, len(values), 20):
             b = t0 + i * step
@@ -244,11 +284,23 @@ def bench_fleet(engines, args):
                     with t.repo.dialect.write_transaction(t.db):
                         t.repo.dialect.upsert_rows(t.db, tier.table, COLUMNS,
                                                    tier_rows[i:i + 20_000])
+            raw = args.raw and engine == "postgresql"
+            if raw:
+                loaded_at = C.clock()
+                n = load_fleet_raw(t, args, day0, end)
+                print("%s: %d raw rows loaded in %.0f s (the same samples)" % (
+                    engine, n, C.clock() - loaded_at))
             if engine == "postgresql":
                 t.db.execute_sql("VACUUM ANALYZE")
-            print("%s: 500-server fleet, tiers only (no raw rows)" % engine)
-            for name, _, tier_ms, res in reads(t, args.days, end, args.reps, raw_too=False):
-                print("  %-42s tiers %7.1f ms (%s)" % (name, tier_ms, res))
+            print("%s: %d-server fleet, %s" % (engine, args.servers,
+                                              "tiers and raw rows" if raw else
+                                              "tiers only (no raw rows)"))
+            for name, raw_ms, tier_ms, res in reads(t, args.days, end, args.reps, raw_too=raw):
+                if raw:
+                    print("  %-42s raw %9.1f ms   tiers %7.1f ms (%s)   %.0fx" % (
+                        name, raw_ms, tier_ms, res, raw_ms / tier_ms))
+                else:
+                    print("  %-42s tiers %7.1f ms (%s)" % (name, tier_ms, res))
             aligned = end.replace(hour=0, minute=0, second=0)
             for stat in ("p95", "avg"):
                 ms, out = run(lambda: t.repo.top("cpu_percent", aligned - timedelta(days=30),
@@ -269,6 +321,9 @@ def main(argv=None):
     p.add_argument("--days", type=float, default=None)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--raw", action="store_true",
+                   help="fleet: also load the same samples as raw rows (PostgreSQL) and time "
+                        "the raw reads (~86 M rows at 500 x 30 d)")
     args = p.parse_args(argv)
     defaults = {"ingest": (20, None), "reads": (100, 3), "fleet": (500, 30)}[args.what]
     args.servers = args.servers or defaults[0]

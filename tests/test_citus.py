@@ -419,8 +419,8 @@ def test_one_server_queries_are_router_queries(citus_url):
 
 
 def test_one_server_tier_reads_are_router_queries(citus_url):
-    """buckets and summary served from the tiers (and raw at the edges) send
-    every statement of the read to the server's shard only."""
+    """buckets, summary and rate served from the tiers (and raw at the
+    edges) send every statement of the read to the server's shard only."""
     db = connect(citus_url)
     db.connect()
     metricstore.distribute(db, shard_count=SHARDS)
@@ -430,7 +430,8 @@ def test_one_server_tier_reads_are_router_queries(citus_url):
     execute = db.execute_sql
 
     def spy(sql, params=None, *args, **kwargs):
-        if "rollup_" in sql and sql.lstrip().upper().startswith("SELECT"):
+        if re.search(r"\b(rollup_\w+|metrics)\b", sql) and \
+                sql.lstrip().upper().startswith("SELECT"):
             sent.append((sql, params))
         return execute(sql, params, *args, **kwargs)
 
@@ -440,11 +441,13 @@ def test_one_server_tier_reads_are_router_queries(citus_url):
                        stats=("avg", "p95"))
     assert "1h" in got.resolution and "raw" in got.resolution
     repo.summary(ids[1], "cpu_percent", start, end, stats=("avg", "p95"))
+    rates = repo.rate(ids[1], "disk_io_reads", start, end, timedelta(hours=1))
+    assert rates.resolution != "raw"
     del db.execute_sql
-    assert len(sent) == 2
+    assert len(sent) >= 6                      # tier and raw statements of each read
     for sql, params in sent:
         plan = "\n".join(r[0] for r in db.execute_sql("EXPLAIN " + sql, params).fetchall())
-        assert re.search(r"Task Count: 1\b", plan) and "Subplan" not in plan, plan
+        assert re.search(r"Task Count: 1\b", plan) and "Subplan" not in plan, (sql, plan)
     db.close()
 
 
