@@ -284,6 +284,9 @@ def bench_fleet(engines, args):
                     with t.repo.dialect.write_transaction(t.db):
                         t.repo.dialect.upsert_rows(t.db, tier.table, COLUMNS,
                                                    tier_rows[i:i + 20_000])
+            # The plan's horizons follow the repository's clock: pinned at the
+            # data's end, so a raw edge the load took minutes to pass stays in.
+            t.repo.clock = lambda: end
             raw = args.raw and engine == "postgresql"
             if raw:
                 loaded_at = C.clock()

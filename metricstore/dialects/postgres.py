@@ -494,18 +494,22 @@ def _array(data, dtype):
     return raw[:, 4:].copy().view(dtype).ravel()
 
 
+_BYTES = (bytes, bytearray, memoryview)
+
+
 def copy_field(v):
-    """One value in COPY's text format: None, float (repr: exact), bytes
-    (bytea hex), anything else as str."""
+    """One value in COPY's text format: None, bytes (bytea hex), anything
+    else as str (a float's str is its repr: exact)."""
     if v is None:
         return "\\N"
-    if isinstance(v, (bytes, bytearray, memoryview)):
+    if type(v) in _BYTES:
         return "\\\\x" + bytes(v).hex()
-    if isinstance(v, float):
-        return repr(v)
     return str(v)
 
 
 def copy_line(row):
     """A row tuple as one line of COPY's text format."""
-    return "\t".join(map(copy_field, row)) + "\n"
+    return "\t".join([str(v) if type(v) in _PLAIN else copy_field(v) for v in row]) + "\n"
+
+
+_PLAIN = {int, float, str}
