@@ -249,7 +249,7 @@ def test_vectorised_chunk_states_equal_the_per_bucket_path(series):
     rows.sort(key=lambda r: (r[0], r[1], r[3]))
     fast = update.chunk_states_np(rows, {3})
     assert fast is not None
-    slow = update._chunk_states(rows, {3})
+    slow = update.chunk_states(rows, {3})
     assert set(fast) == set(slow)
     for key, a in fast.items():
         b = slow[key]

@@ -3,6 +3,8 @@
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .. import queries as Q
 from ..errors import ConfigurationError, DatabaseError
 
@@ -227,7 +229,6 @@ class Dialect:
     def fetch_numbers(self, db, sql, params, width):
         """The rows of ``sql`` (``width`` columns, all non-NULL numbers) as
         arrays: the first two int64 (server id, time us), the rest float64."""
-        import numpy as np
         rows = db.execute_sql(sql, params).fetchall()
         if not rows:
             return [np.zeros(0, np.int64)] * 2 + [np.zeros(0)] * (width - 2)

@@ -11,6 +11,8 @@ from dataclasses import replace
 import re
 from contextlib import contextmanager
 
+import numpy as np
+
 from .. import errors as E
 from .. import queries as Q
 from ..queries import PERCENTILES
@@ -150,7 +152,6 @@ class PostgresDialect(Dialect):
         # COPY ... TO STDOUT in the binary format: every field 8 bytes, so
         # the rows are read as one numpy record array, no Python object a
         # value (a 500-server heatmap: 84 k rows, ~100 ms less than text).
-        import numpy as np
         names = ", ".join("%s::%s" % (c, "int8" if i < 2 else "float8")
                           for i, c in enumerate(["s"] + ["c%d" % k for k in range(width - 1)]))
         with db.cursor() as cursor:
@@ -174,7 +175,6 @@ class PostgresDialect(Dialect):
     def fetch_packed(self, db, sql, params, width, raw):
         # Binary COPY: the sketches arrive as bytes, not hex text (half the
         # bytes on the wire, no decoding); one Python step a server.
-        import numpy as np
         with db.cursor() as cursor:
             query = cursor.mogrify(sql, params).decode()
             out = io.BytesIO()
@@ -484,7 +484,6 @@ def _array(data, dtype):
     """The elements of a one-dimensional array without NULLs in COPY's
     binary format (ndim, flags, element oid, size, lower bound, then a
     length and the value per element)."""
-    import numpy as np
     ndim = int.from_bytes(data[0:4], "big")
     if ndim == 0:
         return np.zeros(0, dtype)

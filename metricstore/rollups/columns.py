@@ -18,11 +18,10 @@ from collections import defaultdict
 import numpy as np
 
 from ..dialects import dialect_for
+from ..queries import PERCENTILES
 from ..timeutil import from_micros
 from .bins import Bins
 from .tiers import RAW, SNAPSHOT_COLUMN
-
-PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 
 _NEEDS = {"count": ("n",), "sum": ("total",), "avg": ("n", "total"), "min": ("low",),
           "max": ("high",), "last": ("last_at", "last_v")}
@@ -254,7 +253,8 @@ def exact_quantiles(groups, values, ngroups, q):
     return out
 
 
-def values(array, i):
-    """``array[i]`` as a Python float or int (None when NaN)."""
-    v = array[i].item()
-    return None if v != v else v
+def listed(name, array):
+    """A statistic's values as Python numbers (None for NaN; counts as int)."""
+    if name == "count":
+        return array.astype(np.int64).tolist()
+    return [None if v != v else v for v in array.tolist()]

@@ -16,7 +16,7 @@ import numpy as np
 from ..settings import effective_retention
 from ..timeutil import to_micros
 from . import store
-from .columns import PERCENTILES, gather, reduce, values
+from .columns import PERCENTILES, gather, listed, reduce
 from .planner import Source
 from .sketch import ALPHA
 from .state import State
@@ -85,11 +85,6 @@ def fetch(db, series, segments, counters):
     return out
 
 
-def _as_dict(stats, out, i):
-    return {name: (int(out[name][i]) if name == "count" else values(out[name], i))
-            for name in stats}
-
-
 def percentile_error(stats, segments):
     return ALPHA if uses_tier(segments) and any(s in PERCENTILES for s in stats) else 0.0
 
@@ -99,15 +94,8 @@ def buckets(db, sid, mid, every_us, segments, stats):
     cols = gather(db, [sid], mid, segments, stats)
     t = cols.array("t", np.int64)
     groups, out = reduce(cols, t - t % every_us, stats)
-    columns = [_listed(name, out[name]) for name in stats]
-    return [(g, dict(zip(stats, values))) for g, values in zip(groups.tolist(), zip(*columns))]
-
-
-def _listed(name, array):
-    """A statistic's values as Python numbers (None for NaN; counts as int)."""
-    if name == "count":
-        return array.astype(np.int64).tolist()
-    return [None if v != v else v for v in array.tolist()]
+    columns = [listed(name, out[name]) for name in stats]
+    return [(g, dict(zip(stats, row))) for g, row in zip(groups.tolist(), zip(*columns))]
 
 
 def summary(db, sid, mid, segments, stats):
@@ -116,7 +104,7 @@ def summary(db, sid, mid, segments, stats):
     _, out = reduce(cols, np.zeros(cols.size, dtype=np.int64), stats)
     if not cols.size:
         return dict.fromkeys(stats)
-    return _as_dict(stats, out, 0)
+    return {name: listed(name, out[name])[0] for name in stats}
 
 
 def grid(db, server_ids, mid, first_us, every_us, width, segments, stat):

@@ -36,21 +36,11 @@ _HEAD, _ZERO_COUNT = struct.Struct("<BiH"), struct.Struct("<I")
 _SERIES, _TIME = itemgetter(0, 1), itemgetter(3)
 _SID, _MID, _VALUE = itemgetter(0), itemgetter(1), itemgetter(2)
 _ROW_KEY = itemgetter(0, 1, 3)
-REDO = -1
 
 
 def chunk_states(rows, counters):
-    """``{(sid, mid, 5-minute bucket us): State}`` of rows sorted by (sid, mid, us)."""
-    if len(rows) >= VECTOR_MIN_ROWS:
-        out = chunk_states_np(rows, counters)
-        if out is not None:
-            return out
-    return _chunk_states(rows, counters)
-
-
-def _chunk_states(rows, counters):
-    """:func:`chunk_states` one bucket at a time (small or unsorted chunks,
-    negative values)."""
+    """``{(sid, mid, 5-minute bucket us): State}`` of rows sorted by (sid, mid,
+    us), one bucket at a time (small chunks, negative values)."""
     out = {}
     of_rows = State.of_rows
     # Group boundaries found with C-level iteration only (no Python call per row).
@@ -66,7 +56,7 @@ def _chunk_states(rows, counters):
     return out
 
 
-VECTOR_MIN_ROWS = 256
+VECTOR_MIN_ROWS = 256          # smaller chunks: chunk_states (numpy costs more)
 
 
 def chunk_states_np(rows, counters):
@@ -216,7 +206,7 @@ class TierUpdater:
             return
         arrays = chunk_arrays(rows) if len(rows) >= VECTOR_MIN_ROWS else None
         self.pending.append(bucket_arrays(*arrays, WIDTHS) if arrays is not None
-                            else _chunk_states(sorted(rows, key=_ROW_KEY), self.counters))
+                            else chunk_states(sorted(rows, key=_ROW_KEY), self.counters))
 
     def _states(self, chunks, level=0):
         """``(deltas, redo)``: the states of the staged chunks at ``level``
@@ -259,24 +249,23 @@ class TierUpdater:
         if staged is None:
             staged = sum(s.count for s in deltas.values())
         whole = not redo and inserted == staged
-        inserted = {key: (s.count if whole else REDO) for key, s in deltas.items()}
         # Every staged row went in: the hourly and daily batch states come
         # straight from the rows (as the 5-minute ones do), not from merging.
         coarse = None
         if whole and all(not isinstance(c, dict) for c in chunks):
             coarse = {TIER_1H: self._states(chunks, 1), TIER_1D: self._states(chunks, 2)}
-        self.apply(deltas, redo, inserted, coarse)
+        self.apply(deltas, redo, whole, coarse)
 
-    def apply(self, deltas, redo, inserted, coarse=None):
+    def apply(self, deltas, redo, whole, coarse=None):
+        """Merge the batch states into the tiers (``whole``: every staged row
+        was stored), else recompute every touched bucket from raw."""
         db, counters = self.db, self.counters
-        delta, again = {}, set(redo)
-        for key, n in inserted.items():
-            state = deltas.get(key)
-            if n == REDO or state is None or state.count != n or key in redo:
-                again.add(key)
-            elif n:
-                delta[key] = state
-        redo, finer = again, None
+        if whole:
+            delta = {k: v for k, v in deltas.items() if k not in redo}
+            redo = set(redo)
+        else:
+            delta, redo = {}, set(deltas) | redo
+        finer = None
         for tier in (TIER_5M, TIER_1H, TIER_1D):
             width = tier.width_us
             if finer is not None:            # one level up: merge the batch states
