@@ -176,13 +176,19 @@ class Bins:
             take = single[runs[0]]
             if not take.any():
                 return self._dense(out, q, lows, highs)
-            chosen = _select_runs(runs, take)
+            everyone = take.all()
+            if everyone and (np.diff(runs[0]) >= 0).all():
+                chosen = runs                    # one sketch a group, in group order
+            else:
+                chosen = _select_runs(runs, take)
             out[chosen[0]] = _quantile_runs(chosen, q)
             kept = len(self._groups)
-            self._runs = [_select_runs(runs, ~take)] if not take.all() else []
+            self._runs = [_select_runs(runs, ~take)] if not everyone else []
             rest = self._arrays()
             self._runs = [runs]                  # kept: the next call answers the same
             del self._groups[kept:], self._ords[kept:], self._counts[kept:]
+            if rest is None:                     # every group was one sketch
+                return _clamp(out, lows, highs)
             return self._dense(out, q, lows, highs, rest, compact=True)
         return self._dense(out, q, lows, highs)
 
@@ -253,10 +259,13 @@ def _quantile_runs(runs, q):
     before them): ranks found in the flat cumulative counts, no dense grid."""
     groups, offsets, lengths, counts, zeros = runs
     cum = np.cumsum(counts)
-    edges = np.concatenate(([0.0], cum))
-    first = np.cumsum(lengths) - lengths
-    before = edges[first]
-    n = edges[first + lengths] - before + zeros
+    ends = np.cumsum(lengths)
+    first = ends - lengths
+    # Counts before a sketch's first bin and through its last (0 before the first).
+    before = np.where(first > 0, cum[np.maximum(first - 1, 0)], 0.0) if len(cum) else \
+        np.zeros(len(first))
+    through = np.where(ends > 0, cum[np.maximum(ends - 1, 0)], 0.0) if len(cum) else before
+    n = through - before + zeros
     rank = q * (n - 1)
     lo = np.floor(rank)
     frac = rank - lo
