@@ -236,6 +236,17 @@ class Dialect:
         return [np.asarray(c, dtype=np.int64 if i < 2 else np.float64)
                 for i, c in enumerate(cols)]
 
+    def fetch_blobs(self, db, sql, params, width):
+        """The rows of ``sql`` (``width`` columns: server id, time us,
+        non-NULL numbers, then a blob or NULL) as arrays (int64, int64,
+        float64...) and, last, the list of blobs."""
+        rows = db.execute_sql(sql, params).fetchall()
+        if not rows:
+            return [np.zeros(0, np.int64)] * 2 + [np.zeros(0)] * (width - 3) + [[]]
+        cols = list(zip(*rows))
+        return [np.asarray(c, dtype=np.int64 if i < 2 else np.float64)
+                for i, c in enumerate(cols[:-1])] + [list(cols[-1])]
+
     def fetch_packed(self, db, sql, params, width, raw):
         """Rows of ``sql``: server id, 0, ``width - 1`` aggregates, then the
         packed sketches (blobs, sizes) or, with ``raw``, the values array."""

@@ -95,7 +95,7 @@ class Bins:
             body[tail.ravel()] = False
             z = raw[tail].astype(np.int64)
             zero_counts[zeros] = z[:, 0] | z[:, 1] << 8 | z[:, 2] << 16 | z[:, 3] << 24
-        counts = raw[body].view("<u2").astype(np.float64)
+        counts = raw[body].view("<u2").astype(np.int64)  # int64: its cumsum is ~5x float's
         self._clear()
         return groups, offsets, lengths, counts, zero_counts
 
@@ -262,9 +262,9 @@ def _quantile_runs(runs, q):
     ends = np.cumsum(lengths)
     first = ends - lengths
     # Counts before a sketch's first bin and through its last (0 before the first).
-    before = np.where(first > 0, cum[np.maximum(first - 1, 0)], 0.0) if len(cum) else \
-        np.zeros(len(first))
-    through = np.where(ends > 0, cum[np.maximum(ends - 1, 0)], 0.0) if len(cum) else before
+    before = np.where(first > 0, cum[np.maximum(first - 1, 0)], 0) if len(cum) else \
+        np.zeros(len(first), dtype=np.int64)
+    through = np.where(ends > 0, cum[np.maximum(ends - 1, 0)], 0) if len(cum) else before
     n = through - before + zeros
     rank = q * (n - 1)
     lo = np.floor(rank)
@@ -272,7 +272,9 @@ def _quantile_runs(runs, q):
 
     def at(r):
         positive = r - zeros                      # rank among the positive bins
-        idx = np.searchsorted(cum, before + positive, side="right")
+        # integral ranks: searched as int64, so cum is not cast to float
+        idx = np.searchsorted(cum, (before + np.maximum(positive, 0)).astype(np.int64),
+                              side="right")
         key = offsets + np.minimum(idx - first, np.maximum(lengths - 1, 0))
         return np.where(positive < 0, 0.0, _HALF * np.power(GAMMA, key.astype(np.float64)))
 

@@ -57,7 +57,7 @@ class Columns:
         self.columns = columns
         self._parts = defaultdict(list)
         self.blobs, self.blob_rows = [], []     # tier sketches and their row numbers
-        self.values, self.value_rows = [], []   # raw values and their row numbers
+        self.values, self.value_rows = [], []   # raw values (arrays) and their row numbers
         self.packed = []                        # (row, sketches concatenated, sizes)
         self.packed_values = []                 # (row, raw values)
         self.size = 0
@@ -77,32 +77,28 @@ class Columns:
                 self.packed.append((first + i, r[-2], r[-1]))
 
     def add(self, rows, raw, skip_sketch=False):
-        if not rows:
-            return
-        cols = list(zip(*rows))
-        n = len(rows)
-        self._parts["sid"].append(cols[0])
-        self._parts["t"].append(cols[1])
-        for name, col in zip(self.columns, cols[2:]):
-            if name == "sketch":
-                if skip_sketch:
-                    continue
-                (self.values if raw else self.blobs).extend(col)
-                (self.value_rows if raw else self.blob_rows).append(
-                    np.arange(self.size, self.size + n))
-            else:
-                self._parts[name].append(col)
-        self.size += n
+        if rows:
+            self.add_arrays([np.asarray(c) for c in zip(*rows)], raw, skip_sketch)
 
-    def add_arrays(self, arrays):
-        """Columns as arrays (sid, t, then :attr:`columns`, no sketch)."""
-        if not len(arrays[0]):
+    def add_arrays(self, arrays, raw=False, skip_sketch=False):
+        """Columns as arrays (sid, t, then :attr:`columns`); a sketch column
+        holds blobs (tier rows) or values (raw rows)."""
+        n = len(arrays[0])
+        if not n:
             return
         self._parts["sid"].append(arrays[0])
         self._parts["t"].append(arrays[1])
         for name, col in zip(self.columns, arrays[2:]):
-            self._parts[name].append(col)
-        self.size += len(arrays[0])
+            if name != "sketch":
+                self._parts[name].append(col)
+            elif not skip_sketch:
+                if raw:
+                    self.values.append(np.asarray(col, dtype=np.float64))
+                else:
+                    self.blobs.extend(col)
+                (self.value_rows if raw else self.blob_rows).append(
+                    np.arange(self.size, self.size + n))
+        self.size += n
 
     def array(self, name, dtype=np.float64):
         parts = self._parts.get(name)
@@ -155,17 +151,20 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
                              single=len(server_ids) == 1))
         params["lo_" + tag] = d.time_param(from_micros(seg.lo))
         params["hi_" + tag] = d.time_param(from_micros(seg.hi))
-    # Many rows of numbers only (not one per server): read as arrays.
-    numbers = "sketch" not in cols.columns and not summed
+    # Rows of numbers (a raw sample's sketch column is its value) or of
+    # numbers and a sketch blob: read as arrays, no Python object a field.
+    width = 2 + len(cols.columns)
     for raw, parts in queries.items():
-        sql = " UNION ALL ".join("SELECT * FROM (%s) q%d" % (q, i) for i, q in enumerate(parts))
-        if numbers:
-            cols.add_arrays(d.fetch_numbers(db, d.sql(sql), params, 2 + len(cols.columns)))
-            continue
+        sql = d.sql(" UNION ALL ".join("SELECT * FROM (%s) q%d" % (q, i)
+                                       for i, q in enumerate(parts)))
         if summed and "sketch" in cols.columns:
-            cols.add_packed(d.fetch_packed(db, d.sql(sql), params, len(cols.columns), raw), raw)
+            cols.add_packed(d.fetch_packed(db, sql, params, len(cols.columns), raw), raw)
+        elif summed:
+            cols.add(db.execute_sql(sql, params).fetchall(), raw)
+        elif raw or "sketch" not in cols.columns:
+            cols.add_arrays(d.fetch_numbers(db, sql, params, width), raw)
         else:
-            cols.add(db.execute_sql(d.sql(sql), params).fetchall(), raw)
+            cols.add_arrays(d.fetch_blobs(db, sql, params, width))
     return cols
 
 
@@ -215,8 +214,8 @@ def reduce(cols, keys, stats):
             ends = np.searchsorted(inv[order], np.arange(g), side="right") - 1
             out[stat] = cols.array("last_v")[order][ends]
         elif not cols.blobs and not cols.packed:   # raw samples only: exact
-            vals = np.asarray(cols.values + [v for _, vs in cols.packed_values for v in vs],
-                              dtype=np.float64)
+            vals = np.concatenate(cols.values + [np.asarray(vs, dtype=np.float64)
+                                                 for _, vs in cols.packed_values] + [np.zeros(0)])
             rows = [np.concatenate(cols.value_rows)] if cols.value_rows else []
             rows += [np.full(len(vs), row) for row, vs in cols.packed_values]
             which = inv[np.concatenate(rows)] if rows else np.zeros(0, dtype=np.int64)
@@ -226,7 +225,7 @@ def reduce(cols, keys, stats):
             if cols.blobs:
                 bins.add_blobs(inv[np.concatenate(cols.blob_rows)], cols.blobs)
             if cols.values:
-                bins.add_values(inv[np.concatenate(cols.value_rows)], cols.values)
+                bins.add_values(inv[np.concatenate(cols.value_rows)], np.concatenate(cols.values))
             for row, data, sizes in cols.packed:
                 bins.add_packed(inv[row], data, sizes)
             for row, vals in cols.packed_values:
