@@ -48,6 +48,9 @@ class Point(NamedTuple):
     value: float
 
 
+_new, _set = object.__new__, object.__setattr__
+
+
 @dataclass(frozen=True)
 class Bucket:
     """A UTC-aligned bucket ``[start, end)``; ``stats`` maps stat name -> value
@@ -68,9 +71,9 @@ class Bucket:
     def of(cls, start, end, stats, resolution, error):
         """A bucket without the frozen dataclass's per-field __init__ (a
         30-day chart builds 720 of them)."""
-        out = object.__new__(cls)
-        out.__dict__.update(start=start, end=end, stats=stats, resolution=resolution,
-                            error=error)
+        out = _new(cls)
+        _set(out, "__dict__", {"start": start, "end": end, "stats": stats,
+                               "resolution": resolution, "error": error})
         return out
 
 
@@ -362,29 +365,23 @@ class MetricRepository:
                     "buckets(fill=True) would return %d buckets of %s; the limit is %d per "
                     "call: use a wider every, a shorter range, or fill=False (only buckets "
                     "holding data)" % (wanted, every, MAX_BUCKETS))
-        every_us = every // timedelta(microseconds=1)
-        segments = self._segments(start, end, resolution, every_us)
-        found = {}
-        out = R.Served()
+        segments = self._segments(start, end, resolution, every // timedelta(microseconds=1))
         if segments:
-            name, error = R.resolution(segments), R.percentile_error(stats, segments)
-            out.resolution, out.error = name, error
-            make, step = Bucket.of, timedelta
-            for g, values in R.buckets(self.db, params["sid"], rule.id, every_us, segments,
-                                       stats):
-                begin = EPOCH + step(0, g // 1_000_000, g % 1_000_000)
-                found[begin] = make(begin, begin + every, values, name, error)
+            out = self._tier_buckets(params["sid"], rule.id, every, segments, stats)
         else:
+            out = R.Served()
             params["every"] = self.dialect.interval_param(every)
             d = self.dialect
             source = Q.BUCKET_SOURCE.format(bucket=d.bucket("collected_at"))
             sql = d.sql("%s ORDER BY g" % d.grouped_stats(source, stats))
             for row in self.db.execute_sql(sql, params):
                 begin = d.time_result(row[0])
-                found[begin] = Bucket(begin, begin + every, dict(zip(stats, _numbers(row[1:]))))
+                out.append(Bucket(begin, begin + every, dict(zip(stats, _numbers(row[1:])))))
         if not fill:
-            out.extend(found.values())
             return out
+        found, served = {b.start: b for b in out}, out
+        out = R.Served()
+        out.resolution, out.error = served.resolution, served.error
         if start == end:                 # an empty range meets no bucket
             return out
         begin = EPOCH + (start - EPOCH) // every * every
@@ -500,11 +497,19 @@ class MetricRepository:
         segments = self._segments(start, end, resolution, every_us) or (
             [Segment(self._sources()[-1], to_micros(start), to_micros(end))]
             if start < end else [])
+        return self._tier_buckets(sid, mid, every, segments, stats)
+
+    def _tier_buckets(self, sid, mid, every, segments, stats):
+        """:class:`Bucket` objects of series (sid, mid) over the plan's
+        ``segments`` (the non-empty buckets, ascending)."""
         out = R.Served()
-        out.resolution, out.error = R.resolution(segments), R.percentile_error(stats, segments)
-        for g, values in R.buckets(self.db, sid, mid, every_us, segments, stats):
-            begin = EPOCH + timedelta(microseconds=g)
-            out.append(Bucket.of(begin, begin + every, values, out.resolution, out.error))
+        name = out.resolution = R.resolution(segments)
+        error = out.error = R.percentile_error(stats, segments)
+        make, step, add = Bucket.of, timedelta, out.append
+        for g, values in R.buckets(self.db, sid, mid, every // timedelta(microseconds=1),
+                                   segments, stats):
+            begin = EPOCH + step(0, g // 1_000_000, g % 1_000_000)
+            add(make(begin, begin + every, values, name, error))
         return out
 
     @guarded(read_only=True)

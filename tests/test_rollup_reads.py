@@ -237,3 +237,34 @@ def test_bins_one_sketch_a_group_path_equals_sketch_quantile(sketches, q, seed):
             want = s.quantile(q)
             assert (np.isnan(got[g]) if want is None else
                     got[g] == pytest.approx(want, rel=1e-12, abs=1e-300)), g
+
+
+@pytest.mark.parametrize("nulls", [False, True])
+def test_fetch_blobs_and_numbers_return_the_rows_as_arrays(db, nulls):
+    """The dialect's array readers (binary COPY on PostgreSQL) against the
+    rows as a cursor returns them; a NULL number falls back to the text path."""
+    from metricstore.dialects import dialect_for
+    from metricstore.rollups.columns import _tag
+    d = dialect_for(db)
+    rows = [(7, 1_764_000_000_123_456 + k, float(k), -2.5 * k, 1e-300 * k,
+             bytes(range(k % 9)) if k % 4 else None) for k in range(50)]
+    if nulls:
+        rows[3] = rows[3][:2] + (None,) + rows[3][3:]
+    parts, params = [], {}
+    for k, row in enumerate(rows):
+        names = ["s", "c0", "c1", "c2", "c3", "c4"]
+        tag = _tag(k)                      # parameter names are [a-z_]
+        parts.append("SELECT " + ", ".join(":%s_%s AS %s" % (_tag(i), tag, n)
+                                           for i, n in enumerate(names)))
+        params.update({"%s_%s" % (_tag(i), tag): v for i, v in enumerate(row)})
+    sql = d.sql(" UNION ALL ".join(parts))
+    got = d.fetch_blobs(db, sql, params, 6)
+    assert [c.tolist() for c in got[:2]] == [[r[i] for r in rows] for i in (0, 1)]
+    for i in (2, 3, 4):
+        want = [r[i] for r in rows]
+        assert [None if v != v else v for v in got[i].tolist()] == want
+    assert [None if b is None else bytes(b) for b in got[5]] == [r[5] for r in rows]
+    numbers = d.fetch_numbers(db, d.sql(" UNION ALL ".join(
+        p.rsplit(",", 1)[0] for p in parts)), params, 5)
+    assert [c.tolist() for c in numbers[:2]] == [[r[i] for r in rows] for i in (0, 1)]
+    assert [None if v != v else v for v in numbers[2].tolist()] == [r[2] for r in rows]
