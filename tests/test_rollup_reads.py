@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from metricstore import MetricRepository
 from metricstore.errors import QueryError, UnknownServerError
@@ -179,6 +179,8 @@ def test_heatmap_matches_per_server_buckets_and_the_raw_path(repo):
     st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.just(0.0),
               st.floats(1e-12, 1e-8), st.floats(0.5, 100)), min_size=1, max_size=40)),
     min_size=1, max_size=12), q=st.sampled_from([0.0, 0.25, 0.5, 0.95, 0.99, 1.0]))
+@example(parts=[(0, True, [1.0, 2.0]), (1, False, [2.0, 3.0])], q=0.5)   # one sketch + raw
+@example(parts=[(0, True, [1.0]), (0, True, [0.0, 4.0]), (2, True, [5.0])], q=0.5)
 def test_bins_merge_equals_merging_sketches_one_by_one(parts, q):
     groups = 6
     bins = Bins(groups)

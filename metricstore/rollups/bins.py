@@ -99,17 +99,6 @@ class Bins:
         self._clear()
         return groups, offsets, lengths, counts, zero_counts
 
-    def _materialise(self, runs):
-        """Blob runs as (group, ordinal, count) rows."""
-        groups, offsets, lengths, counts, zero_counts = runs
-        zeros = np.flatnonzero(zero_counts)
-        if len(zeros):
-            self._add_many(groups[zeros], np.full(len(zeros), _ZERO_ORD), zero_counts[zeros])
-        first = np.cumsum(lengths) - lengths
-        self._add_many(np.repeat(groups, lengths),
-                       np.arange(len(counts), dtype=np.int64)
-                       + np.repeat(_POS + offsets - first, lengths), counts)
-
     def _clear(self):
         self._blob_groups, self._blobs = [], []
 
@@ -148,10 +137,7 @@ class Bins:
             self._runs.append(runs)
 
     def _arrays(self):
-        self._parse()
-        for runs in self._runs:
-            self._materialise(runs)
-        self._runs = []
+        """Every materialised (group, ordinal, count) row, or None."""
         if not self._groups:
             return None
         return (np.concatenate(self._groups), np.concatenate(self._ords),
@@ -160,52 +146,102 @@ class Bins:
     def quantiles(self, q, lows=None, highs=None):
         """The ``q`` quantile of every group (a float64 array, NaN where a
         group is empty), clamped to ``lows``/``highs`` (arrays) when given.
+        Asking again answers the same.
 
         A group made of one stored sketch (a chart's bucket served by one
         tier row) is answered from the flat cumulative counts; the others
-        (merges) from a dense groups x bins grid.
+        (merges) from a dense grid of their groups x bins, filled by one
+        ``bincount`` straight from the blobs' runs.
         """
         out = np.full(self.ngroups, np.nan)
         self._parse()
-        if self._runs:
-            runs = _concat_runs(self._runs)
-            per = np.bincount(runs[0], minlength=self.ngroups)
-            single = per == 1
-            if self._groups:
-                single[np.concatenate(self._groups)] = False
+        runs = _concat_runs(self._runs) if self._runs else None
+        extra = self._arrays()                   # decoded sketches and raw values
+        if runs is not None:
+            single = np.bincount(runs[0], minlength=self.ngroups) == 1
+            if extra is not None:
+                single[extra[0]] = False
             take = single[runs[0]]
-            if not take.any():
-                return self._dense(out, q, lows, highs)
-            everyone = take.all()
-            if everyone and (np.diff(runs[0]) >= 0).all():
-                chosen = runs                    # one sketch a group, in group order
-            else:
+            if take.all():
+                ordered = (np.diff(runs[0]) >= 0).all()
+                chosen = runs if ordered else _select_runs(runs, take)
+                out[chosen[0]] = _quantile_runs(chosen, q)
+                runs = None
+            elif take.any():
                 chosen = _select_runs(runs, take)
-            out[chosen[0]] = _quantile_runs(chosen, q)
-            kept = len(self._groups)
-            self._runs = [_select_runs(runs, ~take)] if not everyone else []
-            rest = self._arrays()
-            self._runs = [runs]                  # kept: the next call answers the same
-            del self._groups[kept:], self._ords[kept:], self._counts[kept:]
-            if rest is None:                     # every group was one sketch
-                return _clamp(out, lows, highs)
-            return self._dense(out, q, lows, highs, rest, compact=True)
-        return self._dense(out, q, lows, highs)
-
-    def _dense(self, out, q, lows, highs, rest=None, compact=False):
-        """Quantiles of the materialised rows (``rest``, else all) through a
-        dense grid; ``compact``: over only the groups present (a few edge
-        buckets among many)."""
-        if rest is None:
-            rest = self._arrays()
-        if rest is not None:
-            g, o, c = rest
-            if compact:
-                ids, g = np.unique(g, return_inverse=True)
-                out[ids] = _dense_quantiles(g, o, c, len(ids), q)
-            else:
-                out = _dense_quantiles(g, o, c, self.ngroups, q)
+                out[chosen[0]] = _quantile_runs(chosen, q)
+                runs = _select_runs(runs, ~take)
+        _merged_quantiles(out, q, runs, extra)
         return _clamp(out, lows, highs)
+
+
+def _merged_quantiles(out, q, runs, extra):
+    """Fill ``out`` with the quantiles of the groups of ``runs`` (blob runs)
+    and ``extra`` ((group, ordinal, count) rows), merged per group: one dense
+    grid over the groups present, chunked if it would pass _CELLS cells."""
+    parts = [] if runs is None else [runs[0]]
+    if extra is not None:
+        parts.append(extra[0])
+    if not parts or not sum(map(len, parts)):
+        return
+    ids, where = np.unique(np.concatenate(parts), return_inverse=True)
+    run_g = where[:len(runs[0])] if runs is not None else None
+    extra_g = where[len(where) - len(extra[0]):] if extra is not None else None
+    lows, highs = [], []
+    if runs is not None:
+        groups, offsets, lengths, counts, zeros = runs
+        keys = _POS + offsets
+        has = lengths > 0
+        if has.any():
+            lows.append(keys[has].min())
+            highs.append((keys + lengths - 1)[has].max())
+        if zeros.any():
+            lows.append(_ZERO_ORD)
+            highs.append(_ZERO_ORD)
+    if extra is not None and len(extra[1]):
+        lows.append(extra[1].min())
+        highs.append(extra[1].max())
+    if not lows:
+        return
+    lo, hi = int(min(lows)), int(max(highs))
+    span, width = hi - lo + 1, len(ids)
+    if width * span > _CELLS:                    # wide: the chunked path over rows
+        rows = _rows(runs, run_g, extra, extra_g)
+        out[ids] = _dense_quantiles(rows[0], rows[1], rows[2], width, q)
+        return
+    cells = np.zeros(width * span)
+    if runs is not None:
+        first = np.cumsum(lengths) - lengths
+        base = run_g * span + (keys - lo) - first
+        cells += np.bincount(np.repeat(base, lengths) + np.arange(len(counts)),
+                             weights=counts, minlength=width * span)
+        z = np.flatnonzero(zeros)
+        if len(z):
+            cells += np.bincount(run_g[z] * span + (_ZERO_ORD - lo), weights=zeros[z],
+                                 minlength=width * span)
+    if extra is not None:
+        cells += np.bincount(extra_g * span + (extra[1] - lo), weights=extra[2],
+                             minlength=width * span)
+    out[ids] = _quantile_rows(cells.reshape(width, span), q, np.arange(lo, hi + 1))
+
+
+def _rows(runs, run_g, extra, extra_g):
+    """(group, ordinal, count) rows of blob runs (groups renumbered to
+    ``run_g``) and of ``extra`` (renumbered to ``extra_g``)."""
+    g, o, c = [], [], []
+    if runs is not None:
+        groups, offsets, lengths, counts, zeros = runs
+        z = np.flatnonzero(zeros)
+        g += [run_g[z], np.repeat(run_g, lengths)]
+        o += [np.full(len(z), _ZERO_ORD, dtype=np.int64),
+              np.arange(len(counts), dtype=np.int64)
+              + np.repeat(_POS + offsets - (np.cumsum(lengths) - lengths), lengths)]
+        c += [zeros[z].astype(np.float64), counts.astype(np.float64)]
+    if extra is not None:
+        g.append(extra_g)
+        o.append(extra[1])
+        c.append(extra[2])
+    return np.concatenate(g), np.concatenate(o), np.concatenate(c)
 
 
 def _concat_runs(parts):
