@@ -218,6 +218,16 @@ def test_bins_wide_counts_and_many_groups_chunked():
         ref[g].merge(Sketch.of(vs))
     got = spread.quantiles(0.9)
     assert all(got[g] == pytest.approx(ref[g].quantile(0.9), rel=1e-12) for g in range(n))
+    # and stored sketches (positive, zeros too) that wide, two a group
+    blobs = Bins(n)
+    ref = [Sketch() for _ in range(n)]
+    for g in range(n):
+        for _ in range(2):
+            s = Sketch.of([rnd.choice([0.0, 1e-9, 1e300, rnd.uniform(0, 5)]) for _ in range(3)])
+            blobs.add_blobs([g], [s.encode()])
+            ref[g].merge(s)
+    got = blobs.quantiles(0.5)
+    assert all(got[g] == pytest.approx(ref[g].quantile(0.5), rel=1e-12) for g in range(n))
 
 
 @settings(max_examples=100, deadline=None)
