@@ -92,12 +92,20 @@ class Columns:
             if name != "sketch":
                 self._parts[name].append(col)
             elif not skip_sketch:
+                rows = np.arange(self.size, self.size + n)
                 if raw:
                     self.values.append(np.asarray(col, dtype=np.float64))
+                    self.value_rows.append(rows)
+                elif None in col:            # raw samples among tier rows: value = low
+                    sample = np.fromiter((b is None for b in col), dtype=bool, count=n)
+                    low = np.asarray(arrays[2 + self.columns.index("low")], dtype=np.float64)
+                    self.values.append(low[sample])
+                    self.value_rows.append(rows[sample])
+                    self.blobs.extend(b for b in col if b is not None)
+                    self.blob_rows.append(rows[~sample])
                 else:
                     self.blobs.extend(col)
-                (self.value_rows if raw else self.blob_rows).append(
-                    np.arange(self.size, self.size + n))
+                    self.blob_rows.append(rows)
         self.size += n
 
     def array(self, name, dtype=np.float64):
@@ -117,8 +125,10 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
     packed = by_server and d.packed_blobs is not None
     summed = by_server and set(cols.columns) - {"sketch"} <= set(_TIER_AGG) and (
         packed or "sketch" not in cols.columns)
-    # One statement for the tier segments and one for the raw ones (their
-    # columns differ in type): two round trips whatever the plan's edges.
+    # One statement for every segment: a raw sample is a one-sample state
+    # whose sketch is NULL (its value is ``low``). Only per-server packed
+    # sketches differ in shape from packed raw values: two statements then.
+    separate = summed and "sketch" in cols.columns
     queries = {}
     params = {"ids": ids, "mid": mid, "sid": server_ids[0] if server_ids else None}
     for i, seg in enumerate(segments):
@@ -127,6 +137,8 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
             table, time = "metrics", "collected_at"
             agg = dict(_RAW_AGG, sketch=d.packed_values % "t.value" if packed else None)
             exprs = [_RAW_AS[c].format(time=d.micros_sql("t.collected_at")) for c in cols.columns]
+            if not separate and exprs and cols.columns[-1] == "sketch":
+                exprs[-1] = "CAST(NULL AS %s)" % d.types["blob"]
             where = WHERE
             if mid < 0:                      # a snapshot column (rollups.snapshots)
                 table = "server_snapshots"
@@ -146,23 +158,23 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
         exprs = ["%s AS c%d" % (e, k) for k, e in enumerate(exprs)]
         tag = _tag(i)
         where = where.format(time=time).replace(":lo", ":lo_" + tag).replace(":hi", ":hi_" + tag)
-        queries.setdefault(raw, []).append(
+        queries.setdefault(raw and separate, []).append(
             d.per_server_sql(", ".join(exprs), d.quote(table), where, grouped=summed,
                              single=len(server_ids) == 1))
         params["lo_" + tag] = d.time_param(from_micros(seg.lo))
         params["hi_" + tag] = d.time_param(from_micros(seg.hi))
-    # Rows of numbers (a raw sample's sketch column is its value) or of
-    # numbers and a sketch blob: read as arrays, no Python object a field.
+    # Rows of numbers, or of numbers and a sketch blob: read as arrays, no
+    # Python object a field.
     width = 2 + len(cols.columns)
     for raw, parts in queries.items():
         sql = d.sql(" UNION ALL ".join("SELECT * FROM (%s) q%d" % (q, i)
                                        for i, q in enumerate(parts)))
-        if summed and "sketch" in cols.columns:
+        if separate:
             cols.add_packed(d.fetch_packed(db, sql, params, len(cols.columns), raw), raw)
         elif summed:
             cols.add(db.execute_sql(sql, params).fetchall(), raw)
-        elif raw or "sketch" not in cols.columns:
-            cols.add_arrays(d.fetch_numbers(db, sql, params, width), raw)
+        elif "sketch" not in cols.columns:
+            cols.add_arrays(d.fetch_numbers(db, sql, params, width))
         else:
             cols.add_arrays(d.fetch_blobs(db, sql, params, width))
     return cols
