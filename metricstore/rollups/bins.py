@@ -162,15 +162,10 @@ class Bins:
             if extra is not None:
                 single[extra[0]] = False
             take = single[runs[0]]
-            if take.all():
-                ordered = (np.diff(runs[0]) >= 0).all()
-                chosen = runs if ordered else _select_runs(runs, take)
-                out[chosen[0]] = _quantile_runs(chosen, q)
-                runs = None
-            elif take.any():
-                chosen = _select_runs(runs, take)
-                out[chosen[0]] = _quantile_runs(chosen, q)
-                runs = _select_runs(runs, ~take)
+            if take.any():
+                # Each blob's own quantile (no copy); kept where it is its group's only one.
+                out[runs[0][take]] = _quantile_runs(runs, q)[take]
+                runs = None if take.all() else _select_runs(runs, ~take)
         _merged_quantiles(out, q, runs, extra)
         return _clamp(out, lows, highs)
 
@@ -251,11 +246,10 @@ def _concat_runs(parts):
 
 
 def _select_runs(runs, mask):
-    """The blobs of ``runs`` where ``mask``, ordered by group."""
+    """The blobs of ``runs`` where ``mask``, in their order."""
     groups, offsets, lengths, counts, zeros = runs
     first = np.cumsum(lengths) - lengths
     pick = np.flatnonzero(mask)
-    pick = pick[np.argsort(groups[pick], kind="stable")]
     n = lengths[pick]
     start = np.cumsum(n) - n
     index = np.arange(int(n.sum()), dtype=np.int64) + np.repeat(first[pick] - start, n)
@@ -291,8 +285,9 @@ def _clamp(out, lows, highs):
 
 
 def _quantile_runs(runs, q):
-    """Quantiles of sketches that are one a group (positive bins, zeros
-    before them): ranks found in the flat cumulative counts, no dense grid."""
+    """The quantile of each blob of ``runs`` on its own (positive bins,
+    zeros before them): ranks found in the flat cumulative counts, no dense
+    grid; in blob order."""
     groups, offsets, lengths, counts, zeros = runs
     cum = np.cumsum(counts)
     ends = np.cumsum(lengths)
