@@ -69,20 +69,20 @@ class Columns:
         width = 2 if not raw else 1
         plain = [r[:-width] + (None,) for r in rows]
         first = self.size
-        self.add(plain, raw, skip_sketch=True)
+        self.add(plain, skip_sketch=True)
         for i, r in enumerate(rows):
             if raw:
                 self.packed_values.append((first + i, r[-1]))
             else:
                 self.packed.append((first + i, r[-2], r[-1]))
 
-    def add(self, rows, raw, skip_sketch=False):
+    def add(self, rows, skip_sketch=False):
         if rows:
-            self.add_arrays([np.asarray(c) for c in zip(*rows)], raw, skip_sketch)
+            self.add_arrays([np.asarray(c) for c in zip(*rows)], skip_sketch)
 
-    def add_arrays(self, arrays, raw=False, skip_sketch=False):
+    def add_arrays(self, arrays, skip_sketch=False):
         """Columns as arrays (sid, t, then :attr:`columns`); a sketch column
-        holds blobs (tier rows) or values (raw rows)."""
+        holds a tier row's blob or None for a raw sample (its value: ``low``)."""
         n = len(arrays[0])
         if not n:
             return
@@ -93,10 +93,7 @@ class Columns:
                 self._parts[name].append(col)
             elif not skip_sketch:
                 rows = np.arange(self.size, self.size + n)
-                if raw:
-                    self.values.append(np.asarray(col, dtype=np.float64))
-                    self.value_rows.append(rows)
-                elif None in col:            # raw samples among tier rows: value = low
+                if None in col:              # raw samples among tier rows
                     sample = np.fromiter((b is None for b in col), dtype=bool, count=n)
                     low = np.asarray(arrays[2 + self.columns.index("low")], dtype=np.float64)
                     self.values.append(low[sample])
@@ -172,7 +169,7 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
         if separate:
             cols.add_packed(d.fetch_packed(db, sql, params, len(cols.columns), raw), raw)
         elif summed:
-            cols.add(db.execute_sql(sql, params).fetchall(), raw)
+            cols.add(db.execute_sql(sql, params).fetchall())
         elif "sketch" not in cols.columns:
             cols.add_arrays(d.fetch_numbers(db, sql, params, width))
         else:
