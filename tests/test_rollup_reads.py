@@ -280,3 +280,32 @@ def test_fetch_blobs_and_numbers_return_the_rows_as_arrays(db, nulls):
         p.rsplit(",", 1)[0] for p in parts)), params, 5)
     assert [c.tolist() for c in numbers[:2]] == [[r[i] for r in rows] for i in (0, 1)]
     assert [None if v != v else v for v in numbers[2].tolist()] == [r[2] for r in rows]
+
+
+@pytest.mark.parametrize("raw,nulls", [(False, False), (True, False), (False, True)])
+def test_fetch_packed_binary_equals_the_text_rows(db, raw, nulls):
+    """PostgreSQL's binary COPY reader of per-server packs against the same
+    rows through a text cursor (the base dialect's reader)."""
+    from metricstore.dialects import dialect_for
+    from metricstore.dialects.base import Dialect
+    d = dialect_for(db)
+    if d.packed_blobs is None:
+        pytest.skip("packed per-server reads are PostgreSQL's (%s has none)" % d.name)
+    rnd = random.Random(4)
+    parts = []
+    for k in range(30):
+        sizes = [rnd.randint(1, 9) for _ in range(rnd.randint(1, 5))]
+        blob = bytes(rnd.randrange(256) for _ in range(sum(sizes)))
+        aggs = ["%r::float8" % rnd.uniform(-1e6, 1e6) for _ in range(2)]
+        if nulls and k in (0, 7):
+            aggs[1] = "NULL::float8"
+        pack = ("ARRAY[%s]::float8[]" % ", ".join(repr(rnd.random()) for _ in sizes) if raw
+                else "'\\x%s'::bytea, ARRAY[%s]::int[]" % (blob.hex(), ", ".join(map(str, sizes))))
+        parts.append("SELECT %d AS s, 0 AS c0, %s, %s" % (k + 1, ", ".join(aggs), pack))
+    sql = d.sql(" UNION ALL ".join(parts))
+    got, want = d.fetch_packed(db, sql, {}, 3, raw), Dialect.fetch_packed(d, db, sql, {}, 3, raw)
+    assert len(got) == len(want) == (3 if raw else 4)
+    for g, w in zip(got[0], want[0]):
+        assert np.array_equal(g, w, equal_nan=True) and g.dtype == w.dtype
+    for g, w in zip(got[1:], want[1:]):
+        assert (g == w) if isinstance(w, bytes) else np.array_equal(g, w)

@@ -248,9 +248,13 @@ class Dialect:
                 for i, c in enumerate(cols[:-1])] + [list(cols[-1])]
 
     def fetch_packed(self, db, sql, params, width, raw):
-        """Rows of ``sql``: server id, 0, ``width - 1`` aggregates, then the
-        packed sketches (blobs, sizes) or, with ``raw``, the values array."""
-        return db.execute_sql(sql, params).fetchall()
+        """Rows of ``sql``, one a server: server id, 0, ``width - 1``
+        aggregates, then the packed sketches (blobs concatenated, their
+        sizes) or, with ``raw``, the array of values. Returned as columns:
+        ``(numbers, blobs, sizes, count)`` or ``(numbers, values, count)``,
+        ``numbers`` the fixed columns' arrays and ``count`` the sketches
+        (values) of each row, in order."""
+        return packed_rows(db.execute_sql(sql, params).fetchall(), width, raw)
 
     def per_server_sql(self, select, table, where, grouped=False, single=False):
         """``SELECT server id, <select>`` over the rows (alias ``t``) of
@@ -330,3 +334,16 @@ class Dialect:
 
     def attached(self, db, partition):
         """Called after a partition filled on this node was attached."""
+
+
+def packed_rows(rows, width, raw):
+    """Per-server packed rows (see :meth:`Dialect.fetch_packed`) as columns."""
+    numbers = [np.asarray([r[i] for r in rows], dtype=np.int64 if i < 2 else np.float64)
+               for i in range(1 + width)]
+    packs = [np.asarray(r[-1] if r[-1] is not None else (), dtype=np.float64 if raw else np.int64)
+             for r in rows]
+    count = np.fromiter(map(len, packs), dtype=np.int64, count=len(packs))
+    flat = np.concatenate(packs + [np.zeros(0, dtype=np.float64 if raw else np.int64)])
+    if raw:
+        return numbers, flat, count
+    return numbers, b"".join(bytes(r[-2] or b"") for r in rows), flat, count

@@ -43,12 +43,12 @@ class Bins:
         self._blob_groups.extend(groups)
         self._blobs.extend(blobs)
 
-    def add_packed(self, group, data, sizes):
-        """Encoded sketches of one group concatenated in ``data``, their
-        byte ``sizes`` in order (what a ``string_agg`` of the sketch column
-        and an ``array_agg`` of its lengths return)."""
-        if sizes:
-            self._packed.append((np.full(len(sizes), group, dtype=np.int64),
+    def add_packed(self, groups, data, sizes):
+        """Encoded sketches concatenated in ``data``, their byte ``sizes``
+        in order, ``groups[i]`` for the i-th (what a ``string_agg`` of the
+        sketch column and an ``array_agg`` of its lengths return)."""
+        if len(sizes):
+            self._packed.append((np.asarray(groups, dtype=np.int64),
                                  np.asarray(sizes, dtype=np.int64), data))
 
     def _parse_blobs(self):

@@ -30,10 +30,10 @@ _RAW_AS = {"n": "1", "total": "t.value", "low": "t.value", "high": "t.value",
 _ORDER = ("n", "total", "low", "high", "last_at", "last_v", "sketch")
 # Partial aggregates per server are mergeable states too: top() by avg,
 # min or max fetches one row a server and segment instead of every bucket.
-_TIER_AGG = {"n": "SUM(t.n)", "total": "SUM(t.total)", "low": "MIN(t.low)",
-             "high": "MAX(t.high)"}
-_RAW_AGG = {"n": "COUNT(*)", "total": "SUM(t.value)", "low": "MIN(t.value)",
-            "high": "MAX(t.value)"}
+_TIER_AGG = {"n": "CAST(SUM(t.n) AS DOUBLE PRECISION)", "total": "SUM(t.total)",
+             "low": "MIN(t.low)", "high": "MAX(t.high)"}
+_RAW_AGG = {"n": "CAST(COUNT(*) AS DOUBLE PRECISION)", "total": "SUM(t.value)",
+            "low": "MIN(t.value)", "high": "MAX(t.value)"}
 # One query per segment, through the dialect's per_server_sql (one index
 # range scan a server); the bounds are literals, so PostgreSQL prunes
 # partitions at plan time.
@@ -58,23 +58,22 @@ class Columns:
         self._parts = defaultdict(list)
         self.blobs, self.blob_rows = [], []     # tier sketches and their row numbers
         self.values, self.value_rows = [], []   # raw values (arrays) and their row numbers
-        self.packed = []                        # (row, sketches concatenated, sizes)
-        self.packed_values = []                 # (row, raw values)
+        self.packed = []                        # (row a sketch, sketches concatenated, sizes)
+        self.packed_values = []                 # (row a value, raw values)
         self.size = 0
 
-    def add_packed(self, rows, raw):
-        """Rows of one partial aggregate per server whose last two columns
-        are the concatenated sketches and their sizes (tier rows) or whose
-        last column is every raw value (raw rows)."""
-        width = 2 if not raw else 1
-        plain = [r[:-width] + (None,) for r in rows]
+    def add_packed(self, packed, raw):
+        """Partial aggregates, one row a server, as :meth:`Dialect.fetch_packed`
+        returns them: the fixed columns, then the sketches concatenated with
+        their sizes (tier rows) or every raw value, ``count`` of them a row."""
+        numbers, count = packed[0], packed[-1]
         first = self.size
-        self.add(plain, skip_sketch=True)
-        for i, r in enumerate(rows):
-            if raw:
-                self.packed_values.append((first + i, r[-1]))
-            else:
-                self.packed.append((first + i, r[-2], r[-1]))
+        self.add_arrays(numbers + [None], skip_sketch=True)
+        rows = np.repeat(np.arange(first, first + len(count)), count)
+        if raw:
+            self.packed_values.append((rows, packed[1]))
+        else:
+            self.packed.append((rows, packed[1], packed[2]))
 
     def add(self, rows, skip_sketch=False):
         if rows:
@@ -223,10 +222,9 @@ def reduce(cols, keys, stats):
             ends = np.searchsorted(inv[order], np.arange(g), side="right") - 1
             out[stat] = cols.array("last_v")[order][ends]
         elif not cols.blobs and not cols.packed:   # raw samples only: exact
-            vals = np.concatenate(cols.values + [np.asarray(vs, dtype=np.float64)
-                                                 for _, vs in cols.packed_values] + [np.zeros(0)])
-            rows = [np.concatenate(cols.value_rows)] if cols.value_rows else []
-            rows += [np.full(len(vs), row) for row, vs in cols.packed_values]
+            vals = np.concatenate(cols.values + [vs for _, vs in cols.packed_values]
+                                  + [np.zeros(0)])
+            rows = cols.value_rows + [r for r, _ in cols.packed_values]
             which = inv[np.concatenate(rows)] if rows else np.zeros(0, dtype=np.int64)
             out[stat] = exact_quantiles(which, vals, g, PERCENTILES[stat])
         else:
@@ -235,10 +233,10 @@ def reduce(cols, keys, stats):
                 bins.add_blobs(inv[np.concatenate(cols.blob_rows)], cols.blobs)
             if cols.values:
                 bins.add_values(inv[np.concatenate(cols.value_rows)], np.concatenate(cols.values))
-            for row, data, sizes in cols.packed:
-                bins.add_packed(inv[row], data, sizes)
-            for row, vals in cols.packed_values:
-                bins.add_values(np.full(len(vals), inv[row]), vals)
+            for rows, data, sizes in cols.packed:
+                bins.add_packed(inv[rows], data, sizes)
+            for rows, vals in cols.packed_values:
+                bins.add_values(inv[rows], vals)
             out[stat] = bins.quantiles(PERCENTILES[stat], low, high)
     return groups, out
 
