@@ -232,9 +232,11 @@ class Dialect:
         rows = db.execute_sql(sql, params).fetchall()
         if not rows:
             return [np.zeros(0, np.int64)] * 2 + [np.zeros(0)] * (width - 2)
-        cols = list(zip(*rows))
-        return [np.asarray(c, dtype=np.int64 if i < 2 else np.float64)
-                for i, c in enumerate(cols)]
+        # One float64 matrix in one C call (~2x zip + a conversion a column):
+        # ids and epoch microseconds below 2**53 (year 2255) stay exact.
+        matrix = np.array(rows, dtype=np.float64)
+        return [matrix[:, i].astype(np.int64) if i < 2 else matrix[:, i]
+                for i in range(width)]
 
     def fetch_blobs(self, db, sql, params, width):
         """The rows of ``sql`` (``width`` columns: server id, time us,

@@ -112,8 +112,9 @@ def grid(db, server_ids, mid, first_us, every_us, width, segments, stat):
     ``width`` buckets of ``every_us`` from ``first_us`` (None: no data)."""
     cols = gather(db, server_ids, mid, segments, (stat,))
     sid, t = cols.array("sid", np.int64), cols.array("t", np.int64)
-    index = {s: i for i, s in enumerate(server_ids)}
-    rows = np.fromiter((index[s] for s in sid.tolist()), np.int64, len(sid))
+    ids = np.asarray(server_ids, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    rows = order[np.searchsorted(ids, sid, sorter=order)]   # each row's place in server_ids
     column = (t - t % every_us - first_us) // every_us
     groups, out = reduce(cols, rows * width + column, (stat,))
     cells = np.full(len(server_ids) * width, np.nan)
