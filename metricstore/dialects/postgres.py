@@ -259,7 +259,8 @@ class PostgresDialect(Dialect):
                    for i, (off, z) in enumerate(zip(offsets, sizes))]
         numbers = [c.astype(np.int64 if i < 2 else np.float64) for i, c in enumerate(numbers)]
         arrays = tail[:, -1, 0]                                  # the last pack: an array
-        count = np.where(_be(buf, arrays, 4, ">i4") == 0, 0, _be(buf, arrays + 12, 4, ">i4"))
+        dims = _be(buf, arrays, 4, ">i4")                          # 0: an empty array
+        count = np.where(dims == 0, 0, _be(buf, np.minimum(arrays + 12, len(buf) - 4), 4, ">i4"))
         step = 12 if raw else 8                                   # float8 / int4 elements
         first = np.repeat(arrays + 20 + 4 - step * (np.cumsum(count) - count), count)
         where = first + step * np.arange(int(count.sum()), dtype=np.int64)
