@@ -6,7 +6,6 @@ and bucket queries are index-only scans.
 """
 
 import io
-import struct
 from dataclasses import replace
 import re
 from contextlib import contextmanager
@@ -204,17 +203,11 @@ class PostgresDialect(Dialect):
             return [np.zeros(0, np.int64)] * 2 + [np.zeros(0)] * (width - 3) + [[]]
         buf = np.frombuffer(data, dtype=np.uint8)
         row = np.asarray(starts, dtype=np.int64)
-        head = buf[row[:, None] + np.arange(fixed)]
-        counts = head[:, :2].copy().view(">i2").ravel()
-        fields = head[:, 2:].reshape(len(row), width - 1, 12)
-        sizes = fields[:, :, :4].copy().view(">i4").reshape(len(row), width - 1)
-        if not ((counts == width).all() and (sizes == 8).all()):
+        if not ((_be(buf, row, 2, ">i2") == width).all() and all(
+                (_be(buf, row + 2 + 12 * i, 4, ">i4") == 8).all() for i in range(width - 1))):
             return super().fetch_blobs(db, sql, params, width)       # a NULL: as text
-        values = fields[:, :, 4:].copy().reshape(len(row), (width - 1) * 8)
-        out = [values[:, 8 * i:8 * i + 8].copy().view(">i8" if i < 2 else ">f8").ravel()
-               for i in range(width - 1)]
-        return [c.astype(np.int64 if i < 2 else np.float64)
-                for i, c in enumerate(out)] + [blobs]
+        return [_be(buf, row + 6 + 12 * i, 8, ">i8" if i < 2 else ">f8").astype(
+                    np.int64 if i < 2 else np.float64) for i in range(width - 1)] + [blobs]
 
     def fetch_packed(self, db, sql, params, width, raw):
         # Binary COPY: the sketches arrive as bytes, not hex text. Python
@@ -234,8 +227,8 @@ class PostgresDialect(Dialect):
             count = number(data[at:at + 2], "big", signed=True)
             if count == -1:
                 break
-            if count != nfixed + ntail or at + fixed > end:
-                return self._fetch_packed_rows(data, width, raw)  # a NULL shifted a row
+            if count != nfixed + ntail or at + fixed > end:   # a NULL shifted a row: as text
+                return super().fetch_packed(db, sql, params, width, raw)
             starts.append(at)
             at += fixed
             for _ in range(ntail):
@@ -243,7 +236,7 @@ class PostgresDialect(Dialect):
                 tails.append((at + 4, size))
                 at += 4 + max(size, 0)
             if at > end - 2:
-                return self._fetch_packed_rows(data, width, raw)
+                return super().fetch_packed(db, sql, params, width, raw)
         n = len(starts)
         if not n:
             return packed_rows([], width, raw)
@@ -253,8 +246,8 @@ class PostgresDialect(Dialect):
         ok = min(sizes) > 0 and all(
             (_be(buf, row + off - 4, 4, ">i4") == z).all() for off, z in zip(offsets, sizes))
         tail = np.asarray(tails, dtype=np.int64).reshape(n, ntail, 2)
-        if not ok or (tail[:, :, 1] < 0).any():
-            return self._fetch_packed_rows(data, width, raw)     # a NULL somewhere
+        if not ok or (tail[:, :, 1] < 0).any():                    # a NULL: as text
+            return super().fetch_packed(db, sql, params, width, raw)
         numbers = [_be(buf, row + off, z, ">i%d" % z if (i < 2 or z == 4) else ">f8")
                    for i, (off, z) in enumerate(zip(offsets, sizes))]
         numbers = [c.astype(np.int64 if i < 2 else np.float64) for i, c in enumerate(numbers)]
@@ -269,30 +262,6 @@ class PostgresDialect(Dialect):
             return numbers, items.astype(np.float64), count
         blobs = b"".join([data[o:o + z] for o, z in tail[:, 0].tolist()])
         return numbers, blobs, items.astype(np.int64), count
-
-    def _fetch_packed_rows(self, data, width, raw):
-        """:meth:`fetch_packed` of COPY output with NULLs: one row at a time."""
-        at = 19 + int.from_bytes(data[15:19], "big")
-        unpack = _FIELD.unpack_from
-        rows = []
-        while True:
-            (count,) = _COUNT.unpack_from(data, at)
-            if count == -1:
-                break
-            at += 2
-            fields = []
-            for i in range(count):
-                (size,) = unpack(data, at)
-                at += 4
-                fields.append(None if size < 0 else data[at:at + size])
-                at += max(size, 0)
-            rows.append(fields)
-        return packed_rows(
-            [[_number(f, i) for i, f in enumerate(r[:1 + width])] +
-             ([_array(r[-1], np.dtype(">f8")) if r[-1] is not None else np.zeros(0)] if raw
-              else [r[-2] or b"", _array(r[-1], np.dtype(">i4"))
-                    if r[-1] is not None else np.zeros(0, np.int32)]) for r in rows],
-            width, raw)
 
     def per_server_sql(self, select, table, where, grouped=False, single=False):
         if single:
@@ -563,35 +532,10 @@ class PostgresWriter:
         return False
 
 
-_COUNT, _FIELD, _F8 = struct.Struct(">h"), struct.Struct(">i"), struct.Struct(">d")
-
-
 def _be(buf, where, size, dtype):
     """Big-endian numbers of ``size`` bytes at byte offsets ``where`` of ``buf``."""
     where = np.asarray(where, dtype=np.int64)
     return buf[where[:, None] + np.arange(size)].copy().view(dtype).ravel()
-
-
-def _number(field, i):
-    """A fixed field of COPY's binary format (None: NULL): int4/int8 ids, float8 numbers."""
-    if field is None:
-        return None
-    if i < 2 or len(field) == 4:
-        return int.from_bytes(field, "big", signed=True)
-    return _F8.unpack(field)[0]
-
-
-def _array(data, dtype):
-    """The elements of a one-dimensional array without NULLs in COPY's
-    binary format (ndim, flags, element oid, size, lower bound, then a
-    length and the value per element)."""
-    ndim = int.from_bytes(data[0:4], "big")
-    if ndim == 0:
-        return np.zeros(0, dtype)
-    n = int.from_bytes(data[12:16], "big")
-    step = 4 + dtype.itemsize
-    raw = np.frombuffer(data, dtype=np.uint8, offset=20, count=n * step).reshape(n, step)
-    return raw[:, 4:].copy().view(dtype).ravel()
 
 
 _BYTES = (bytes, bytearray, memoryview)

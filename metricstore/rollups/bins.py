@@ -205,10 +205,8 @@ def _merged_quantiles(out, q, runs, extra):
         out[ids] = _dense_quantiles(rows[0], rows[1], rows[2], width, q)
         return
     cells = np.zeros(width * span)
-    if runs is not None:
-        first = np.cumsum(lengths) - lengths
-        base = run_g * span + (keys - lo) - first
-        cells += np.bincount(np.repeat(base, lengths) + np.arange(len(counts)),
+    if runs is not None:                         # a cell: group * span + ordinal - lo
+        cells += np.bincount(_ordinals(offsets, lengths, run_g * span - lo),
                              weights=counts, minlength=width * span)
         z = np.flatnonzero(zeros)
         if len(z):
@@ -228,15 +226,21 @@ def _rows(runs, run_g, extra, extra_g):
         groups, offsets, lengths, counts, zeros = runs
         z = np.flatnonzero(zeros)
         g += [run_g[z], np.repeat(run_g, lengths)]
-        o += [np.full(len(z), _ZERO_ORD, dtype=np.int64),
-              np.arange(len(counts), dtype=np.int64)
-              + np.repeat(_POS + offsets - (np.cumsum(lengths) - lengths), lengths)]
+        o += [np.full(len(z), _ZERO_ORD, dtype=np.int64), _ordinals(offsets, lengths)]
         c += [zeros[z].astype(np.float64), counts.astype(np.float64)]
     if extra is not None:
         g.append(extra_g)
         o.append(extra[1])
         c.append(extra[2])
     return np.concatenate(g), np.concatenate(o), np.concatenate(c)
+
+
+def _ordinals(offsets, lengths, base=0):
+    """The ordinal of every count of blob runs (``offsets``, ``lengths``),
+    each blob's plus its ``base``."""
+    first = np.cumsum(lengths) - lengths
+    return (np.repeat(base + _POS + offsets - first, lengths)
+            + np.arange(int(lengths.sum()), dtype=np.int64))
 
 
 def _concat_runs(parts):

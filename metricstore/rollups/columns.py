@@ -30,6 +30,7 @@ _RAW_AS = {"n": "1", "total": "t.value", "low": "t.value", "high": "t.value",
 _ORDER = ("n", "total", "low", "high", "last_at", "last_v", "sketch")
 # Partial aggregates per server are mergeable states too: top() by avg,
 # min or max fetches one row a server and segment instead of every bucket.
+# Every aggregate is a double, so the array readers take it as one.
 _TIER_AGG = {"n": "CAST(SUM(t.n) AS DOUBLE PRECISION)", "total": "SUM(t.total)",
              "low": "MIN(t.low)", "high": "MAX(t.high)"}
 _RAW_AGG = {"n": "CAST(COUNT(*) AS DOUBLE PRECISION)", "total": "SUM(t.value)",
@@ -74,10 +75,6 @@ class Columns:
             self.packed_values.append((rows, packed[1]))
         else:
             self.packed.append((rows, packed[1], packed[2]))
-
-    def add(self, rows, skip_sketch=False):
-        if rows:
-            self.add_arrays([np.asarray(c) for c in zip(*rows)], skip_sketch)
 
     def add_arrays(self, arrays, skip_sketch=False):
         """Columns as arrays (sid, t, then :attr:`columns`); a sketch column
@@ -167,8 +164,6 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
                                        for i, q in enumerate(parts)))
         if separate:
             cols.add_packed(d.fetch_packed(db, sql, params, len(cols.columns), raw), raw)
-        elif summed:
-            cols.add(db.execute_sql(sql, params).fetchall())
         elif "sketch" not in cols.columns:
             cols.add_arrays(d.fetch_numbers(db, sql, params, width))
         else:
