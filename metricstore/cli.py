@@ -757,13 +757,25 @@ def _short(delta):
 def _quiet_driver_noise(hook=sys.unraisablehook):
     """psycopg2 2.9 reports a server error that ends a COPY a second time, as
     an unraisable SystemError printed to stderr; metricstore already raised
-    it as an error of its own, so the CLI drops that print (only that one)."""
+    it as an error of its own, so the CLI drops that print (only that one:
+    a SystemError chained to a psycopg2 error, or the interpreter's "returned
+    a result with an exception set" raised inside the driver's decoding)."""
     def unraisable(info):
-        cause = getattr(info.exc_value, "__cause__", None)
-        if not (isinstance(info.exc_value, SystemError)
-                and type(cause).__module__.startswith("psycopg2")):
+        exc = info.exc_value
+        if not (isinstance(exc, SystemError) and (
+                "returned a result with an exception set" in str(exc)
+                or any(type(e).__module__.startswith("psycopg2") for e in _chain(exc)))):
             hook(info)
     return unraisable
+
+
+def _chain(exc):
+    """The exceptions ``exc`` was raised from or during, nearest first."""
+    seen = []
+    while exc is not None and exc not in seen and len(seen) < 10:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen[1:]
 
 
 def main(argv=None):

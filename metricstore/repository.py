@@ -505,11 +505,11 @@ class MetricRepository:
         out = R.Served()
         name = out.resolution = R.resolution(segments)
         error = out.error = R.percentile_error(stats, segments)
-        make, step, add = Bucket.of, timedelta, out.append
-        for g, values in R.buckets(self.db, sid, mid, every // timedelta(microseconds=1),
-                                   segments, stats):
-            begin = EPOCH + step(0, g // 1_000_000, g % 1_000_000)
-            add(make(begin, begin + every, values, name, error))
+        starts, values = R.buckets(self.db, sid, mid, every // timedelta(microseconds=1),
+                                   segments, stats)
+        step, make = timedelta, Bucket.of
+        begins = [EPOCH + step(0, g // 1_000_000, g % 1_000_000) for g in starts]
+        out.extend([make(b, b + every, v, name, error) for b, v in zip(begins, values)])
         return out
 
     @guarded(read_only=True)

@@ -271,3 +271,31 @@ def test_ingest_streams_a_large_csv_with_progress(capsys, provisioned, tmp_path)
     assert code == 0, err
     assert "inserted 25000, duplicates 0, rejected 0" in out
     assert _count(provisioned) == 25_000
+
+
+def test_cli_drops_only_the_drivers_unraisable_copy_noise():
+    """The CLI's unraisable hook drops psycopg2's second report of a COPY
+    error (a SystemError chained to a driver error, or the interpreter's
+    'returned a result with an exception set'); everything else still prints."""
+    import types
+
+    import psycopg2
+
+    from metricstore.cli import _quiet_driver_noise
+    forwarded = []
+    hook = _quiet_driver_noise(forwarded.append)
+
+    def info(exc):
+        return types.SimpleNamespace(exc_value=exc, exc_type=type(exc), exc_traceback=None,
+                                     err_msg=None, object=None)
+
+    chained = SystemError("boom")
+    chained.__cause__ = psycopg2.OperationalError("server closed the connection")
+    in_decode = SystemError("<function decode at 0x1> returned a result with an exception set")
+    in_decode.__context__ = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    other_system = SystemError("something else")
+    other_system.__cause__ = ValueError("not the driver")
+    plain = ValueError("a real bug")
+    for exc in (chained, in_decode, other_system, plain):
+        hook(info(exc))
+    assert [i.exc_value for i in forwarded] == [other_system, plain]

@@ -90,12 +90,13 @@ def percentile_error(stats, segments):
 
 
 def buckets(db, sid, mid, every_us, segments, stats):
-    """``[(bucket start us, {stat: value})]`` of the non-empty buckets."""
+    """``(bucket starts in us, [{stat: value} ...])`` of the non-empty
+    buckets, ascending."""
     cols = gather(db, [sid], mid, segments, stats)
     t = cols.array("t", np.int64)
     groups, out = reduce(cols, t - t % every_us, stats)
     columns = [listed(name, out[name]) for name in stats]
-    return [(g, dict(zip(stats, row))) for g, row in zip(groups.tolist(), zip(*columns))]
+    return groups.tolist(), [dict(zip(stats, row)) for row in zip(*columns)]
 
 
 def summary(db, sid, mid, segments, stats):
