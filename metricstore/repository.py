@@ -67,15 +67,6 @@ class Bucket:
         except KeyError:
             raise AttributeError(name) from None
 
-    @classmethod
-    def of(cls, start, end, stats, resolution, error):
-        """A bucket without the frozen dataclass's per-field __init__ (a
-        30-day chart builds 720 of them)."""
-        out = _new(cls)
-        _set(out, "__dict__", {"start": start, "end": end, "stats": stats,
-                               "resolution": resolution, "error": error})
-        return out
-
 
 class Rate(NamedTuple):
     """Per-second rate in ``[start, end)``: ``delta / seconds`` over ``pairs``
@@ -505,11 +496,20 @@ class MetricRepository:
         out = R.Served()
         name = out.resolution = R.resolution(segments)
         error = out.error = R.percentile_error(stats, segments)
-        starts, values = R.buckets(self.db, sid, mid, every // timedelta(microseconds=1),
-                                   segments, stats)
-        step, make = timedelta, Bucket.of
-        begins = [EPOCH + step(0, g // 1_000_000, g % 1_000_000) for g in starts]
-        out.extend([make(b, b + every, v, name, error) for b, v in zip(begins, values)])
+        step = every // timedelta(microseconds=1)
+        starts, columns = R.buckets(self.db, sid, mid, step, segments, stats)
+        # One loop, no call a bucket; consecutive buckets share the datetime
+        # of their common edge (a 30-day chart: 721 buckets, ~1 ms).
+        expect = edge = None
+        append = out.append
+        for g, values in zip(starts, zip(*columns)):
+            begin = edge if g == expect else EPOCH + timedelta(microseconds=g)
+            edge, expect = begin + every, g + step
+            bucket = _new(Bucket)
+            _set(bucket, "__dict__", {"start": begin, "end": edge,
+                                      "stats": dict(zip(stats, values)),
+                                      "resolution": name, "error": error})
+            append(bucket)
         return out
 
     @guarded(read_only=True)

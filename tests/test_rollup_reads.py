@@ -175,23 +175,36 @@ def test_heatmap_matches_per_server_buckets_and_the_raw_path(repo):
 
 
 @settings(max_examples=200, deadline=None)
-@given(parts=st.lists(st.tuples(st.integers(0, 5), st.booleans(), st.lists(
-    st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.just(0.0),
-              st.floats(1e-12, 1e-8), st.floats(0.5, 100)), min_size=1, max_size=40)),
-    min_size=1, max_size=12), q=st.sampled_from([0.0, 0.25, 0.5, 0.95, 0.99, 1.0]))
-@example(parts=[(0, True, [1.0, 2.0]), (1, False, [2.0, 3.0])], q=0.5)   # one sketch + raw
-@example(parts=[(0, True, [1.0]), (0, True, [0.0, 4.0]), (2, True, [5.0])], q=0.5)
+@given(parts=st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["values", "blob", "span"]),
+                                st.lists(st.one_of(st.floats(-1e6, 1e6, allow_nan=False),
+                                                   st.just(0.0), st.floats(1e-12, 1e-8),
+                                                   st.floats(0.5, 100)),
+                                         min_size=1, max_size=40)),
+                      min_size=1, max_size=12),
+       q=st.sampled_from([0.0, 0.25, 0.5, 0.95, 0.99, 1.0]))
+@example(parts=[(0, "blob", [1.0, 2.0]), (1, "values", [2.0, 3.0])], q=0.5)   # one sketch + raw
+@example(parts=[(0, "blob", [1.0]), (0, "span", [0.0, 4.0]), (2, "blob", [5.0])], q=0.5)
 def test_bins_merge_equals_merging_sketches_one_by_one(parts, q):
+    """Sketches added as bytes, as spans inside a buffer (a binary read's
+    rows: other bytes between them) and raw values merge like Sketch.merge."""
     groups = 6
     bins = Bins(groups)
     ref = [Sketch() for _ in range(groups)]
-    for g, as_blob, values in parts:
+    buffer, spans = bytearray(b"\xff" * 3), ([], [], [])
+    for g, kind, values in parts:
         s = Sketch.of(values)
-        if as_blob:
+        if kind == "blob":
             bins.add_blobs([g], [s.encode()])
+        elif kind == "span":
+            blob = s.encode()
+            spans[0].append(g)
+            spans[1].append(len(buffer))
+            spans[2].append(len(blob))
+            buffer += blob + b"\xfe" * (len(blob) % 3)
         else:
             bins.add_values([g] * len(values), values)
         ref[g].merge(s)
+    bins.add_spans(spans[0], np.frombuffer(bytes(buffer), dtype=np.uint8), spans[1], spans[2])
     got = bins.quantiles(q)
     for g in range(groups):
         want = ref[g].quantile(q)
@@ -251,35 +264,51 @@ def test_bins_one_sketch_a_group_path_equals_sketch_quantile(sketches, q, seed):
                     got[g] == pytest.approx(want, rel=1e-12, abs=1e-300)), g
 
 
+def blob_list(column):
+    """A fetch_blobs blob column as a list of bytes (None for NULL)."""
+    from metricstore.dialects.base import Spans
+    if isinstance(column, Spans):
+        return [None if z < 0 else column.buffer[a:a + z].tobytes()
+                for a, z in zip(column.starts.tolist(), column.sizes.tolist())]
+    return [None if b is None else bytes(b) for b in column]
+
+
 @pytest.mark.parametrize("nulls", [False, True])
 def test_fetch_blobs_and_numbers_return_the_rows_as_arrays(db, nulls):
     """The dialect's array readers (binary COPY on PostgreSQL) against the
-    rows as a cursor returns them; a NULL number falls back to the text path."""
+    rows as a cursor returns them; a NULL number falls back to the text path.
+    The time column (c0) is read through read_time_sql and comes back as
+    epoch microseconds; with ``timed=False`` it is a plain integer."""
     from metricstore.dialects import dialect_for
     from metricstore.rollups.columns import _tag
+    from metricstore.timeutil import from_micros
     d = dialect_for(db)
-    rows = [(7, 1_764_000_000_123_456 + k, float(k), -2.5 * k, 1e-300 * k,
+    rows = [(7, 1_764_000_000_123_456 + 3_600_000_000 * k, float(k), -2.5 * k, 1e-300 * k,
              bytes(range(k % 9)) if k % 4 else None) for k in range(50)]
     if nulls:
         rows[3] = rows[3][:2] + (None,) + rows[3][3:]
-    parts, params = [], {}
+    names = ["s", "c0", "c1", "c2", "c3", "c4"]
+    parts, params, plain = [], {}, []
     for k, row in enumerate(rows):
-        names = ["s", "c0", "c1", "c2", "c3", "c4"]
         tag = _tag(k)                      # parameter names are [a-z_]
-        parts.append("SELECT " + ", ".join(":%s_%s AS %s" % (_tag(i), tag, n)
-                                           for i, n in enumerate(names)))
+        cols = [":%s_%s" % (_tag(i), tag) for i in range(len(names))]
+        plain.append("SELECT " + ", ".join("%s AS %s" % c for c in zip(cols, names)))
+        cols[1] = d.read_time_sql(cols[1])
+        parts.append("SELECT " + ", ".join("%s AS %s" % c for c in zip(cols, names)))
         params.update({"%s_%s" % (_tag(i), tag): v for i, v in enumerate(row)})
-    sql = d.sql(" UNION ALL ".join(parts))
-    got = d.fetch_blobs(db, sql, params, 6)
+    times = dict(params, **{"b_%s" % _tag(k): d.time_param(from_micros(r[1]))
+                            for k, r in enumerate(rows)})
+    got = d.fetch_blobs(db, d.sql(" UNION ALL ".join(parts)), times, 6)
     assert [c.tolist() for c in got[:2]] == [[r[i] for r in rows] for i in (0, 1)]
     for i in (2, 3, 4):
         want = [r[i] for r in rows]
         assert [None if v != v else v for v in got[i].tolist()] == want
-    assert [None if b is None else bytes(b) for b in got[5]] == [r[5] for r in rows]
-    numbers = d.fetch_numbers(db, d.sql(" UNION ALL ".join(
-        p.rsplit(",", 1)[0] for p in parts)), params, 5)
-    assert [c.tolist() for c in numbers[:2]] == [[r[i] for r in rows] for i in (0, 1)]
-    assert [None if v != v else v for v in numbers[2].tolist()] == [r[2] for r in rows]
+    assert blob_list(got[5]) == [r[5] for r in rows]
+    for timed, sql, values in ((True, parts, times), (False, plain, params)):
+        numbers = d.fetch_numbers(db, d.sql(" UNION ALL ".join(
+            p.rsplit(",", 1)[0] for p in sql)), values, 5, timed=timed)
+        assert [c.tolist() for c in numbers[:2]] == [[r[i] for r in rows] for i in (0, 1)]
+        assert [None if v != v else v for v in numbers[2].tolist()] == [r[2] for r in rows]
 
 
 @pytest.mark.parametrize("raw,nulls", [(False, False), (True, False), (False, True)])

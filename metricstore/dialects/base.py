@@ -216,6 +216,11 @@ class Dialect:
         """SQL for epoch microseconds ``expr`` as a time column value."""
         raise NotImplementedError
 
+    def read_time_sql(self, expr):
+        """SQL for time ``expr`` as the second column of :meth:`fetch_numbers`
+        and :meth:`fetch_blobs` rows (which return it as epoch microseconds)."""
+        return self.micros_sql(expr)
+
     ranges_source = None      # rows (s, m, lo, hi) of the :ranges parameter (lo, hi in us)
     ids_source = None         # rows (s) of the :ids parameter (see ids_param)
 
@@ -226,9 +231,10 @@ class Dialect:
     packed_blobs = None       # aggregates: blobs concatenated and their sizes (or None)
     packed_values = None      # aggregate: an array of values (or None)
 
-    def fetch_numbers(self, db, sql, params, width):
+    def fetch_numbers(self, db, sql, params, width, timed=True):
         """The rows of ``sql`` (``width`` columns, all non-NULL numbers) as
-        arrays: the first two int64 (server id, time us), the rest float64."""
+        arrays: the first two int64 (server id, time us), the rest float64.
+        The time column is :meth:`read_time_sql` (``timed``) or the integer 0."""
         rows = db.execute_sql(sql, params).fetchall()
         if not rows:
             return [np.zeros(0, np.int64)] * 2 + [np.zeros(0)] * (width - 2)
@@ -239,9 +245,10 @@ class Dialect:
                 for i in range(width)]
 
     def fetch_blobs(self, db, sql, params, width):
-        """The rows of ``sql`` (``width`` columns: server id, time us,
-        non-NULL numbers, then a blob or NULL) as arrays (int64, int64,
-        float64...) and, last, the list of blobs."""
+        """The rows of ``sql`` (``width`` columns: server id, time as
+        :meth:`read_time_sql`, non-NULL numbers, then a blob or NULL) as
+        arrays (int64, int64 us, float64...) and, last, the blobs: a list
+        (None for NULL) or :class:`Spans`."""
         rows = db.execute_sql(sql, params).fetchall()
         if not rows:
             return [np.zeros(0, np.int64)] * 2 + [np.zeros(0)] * (width - 3) + [[]]
@@ -336,6 +343,18 @@ class Dialect:
 
     def attached(self, db, partition):
         """Called after a partition filled on this node was attached."""
+
+
+class Spans:
+    """Blobs left inside one buffer (what a binary read returns): ``buffer``
+    (a uint8 array), each blob's ``starts`` and ``sizes`` in it (int64
+    arrays; size -1 for NULL)."""
+
+    def __init__(self, buffer, starts, sizes):
+        self.buffer, self.starts, self.sizes = buffer, starts, sizes
+
+    def __len__(self):
+        return len(self.sizes)
 
 
 def packed_rows(rows, width, raw):

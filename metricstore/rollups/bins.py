@@ -35,6 +35,7 @@ class Bins:
         self._groups, self._ords, self._counts = [], [], []
         self._blob_groups, self._blobs = [], []
         self._packed = []                    # (groups, sizes, bytes) of packed blobs
+        self._spans = []                     # (groups, buffer, starts, sizes) of blobs in place
         self._runs = []                      # parsed blobs, not yet materialised
 
     def add_blobs(self, groups, blobs):
@@ -51,56 +52,80 @@ class Bins:
             self._packed.append((np.asarray(groups, dtype=np.int64),
                                  np.asarray(sizes, dtype=np.int64), data))
 
+    def add_spans(self, groups, buffer, starts, sizes):
+        """Encoded sketches left inside ``buffer`` (a uint8 array): the i-th
+        at byte ``starts[i]``, ``sizes[i]`` long, of group ``groups[i]``."""
+        if len(sizes):
+            self._spans.append((np.asarray(groups, dtype=np.int64), buffer,
+                                np.asarray(starts, dtype=np.int64),
+                                np.asarray(sizes, dtype=np.int64)))
+
+    def _sources(self):
+        """Every blob added so far as ``(groups, buffer, starts, sizes)``
+        (one buffer; blobs of lists and packs are joined into one)."""
+        blobs, groups = self._blobs, self._blob_groups
+        if None in blobs:
+            kept = [i for i, b in enumerate(blobs) if b is not None]
+            blobs, groups = [blobs[i] for i in kept], [groups[i] for i in kept]
+        parts = list(self._spans)
+        if blobs or self._packed:
+            sizes = np.concatenate(
+                [np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))]
+                + [p[1] for p in self._packed])
+            data = np.frombuffer(b"".join(blobs + [p[2] for p in self._packed]), dtype=np.uint8)
+            groups = np.concatenate([np.asarray(groups, dtype=np.int64)]
+                                    + [p[0] for p in self._packed])
+            parts.append((groups, data, np.cumsum(sizes) - sizes, sizes))
+        self._clear()
+        if len(parts) < 2:
+            return parts[0] if parts else None
+        shift = np.cumsum([0] + [len(p[1]) for p in parts[:-1]])
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] + k for p, k in zip(parts, shift)]),
+                np.concatenate([p[3] for p in parts]))
+
     def _parse_blobs(self):
         """Headers of every blob read as arrays: the common encodings (narrow
         counts of positive values, with or without zeros) become (group,
         ordinal, count) rows without a Python step per blob; any other blob
         (negative values, counts past 65535) is decoded."""
-        blobs, groups = self._blobs, self._blob_groups
-        if None in blobs:
-            kept = [i for i, b in enumerate(blobs) if b is not None]
-            blobs, groups = [blobs[i] for i in kept], [groups[i] for i in kept]
-        packed, self._packed = self._packed, []
-        if not blobs and not packed:
-            return self._clear()
-        sizes = np.concatenate([np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))]
-                               + [p[1] for p in packed])
-        raw = np.frombuffer(b"".join(blobs + [p[2] for p in packed]), dtype=np.uint8)
-        groups = np.concatenate([np.asarray(groups, dtype=np.int64)] + [p[0] for p in packed])
-        starts = np.cumsum(sizes) - sizes
-        head = starts[:, None] + np.arange(7)
-        h = raw[head].astype(np.int64)
+        found = self._sources()
+        if found is None:
+            return None
+        groups, raw, starts, sizes = found
+        h = raw[starts[:, None] + np.arange(7)].astype(np.int64)
         flags = h[:, 0]
         offsets = (h[:, 1] | h[:, 2] << 8 | h[:, 3] << 16 | h[:, 4] << 24)
         offsets = np.where(offsets >= 1 << 31, offsets - (1 << 32), offsets)
         lengths = h[:, 5] | h[:, 6] << 8
         fast = (flags == 0) | (flags == HAS_ZERO)
-        for i in np.flatnonzero(~fast):
-            blob = raw[starts[i]:starts[i] + sizes[i]].tobytes()
-            self._add_sketch(int(groups[i]), Sketch.decode(blob))
         if not fast.all():
-            raw = raw[np.repeat(fast, sizes)]
-            sizes, offsets, lengths, groups, flags = (
-                sizes[fast], offsets[fast], lengths[fast], groups[fast], flags[fast])
-            starts = np.cumsum(sizes) - sizes
-            head = starts[:, None] + np.arange(7)
-        if not len(sizes):
-            return self._clear()
-        body = np.ones(len(raw), dtype=bool)
-        body[head.ravel()] = False
+            for i in np.flatnonzero(~fast):
+                blob = raw[starts[i]:starts[i] + sizes[i]].tobytes()
+                self._add_sketch(int(groups[i]), Sketch.decode(blob))
+            groups, starts, offsets, lengths, flags = (
+                groups[fast], starts[fast], offsets[fast], lengths[fast], flags[fast])
+        if not len(starts):
+            return None
+        # The counts: little-endian uint16s from byte 7 of each blob, read
+        # through two uint16 views of the buffer (from byte 0 and from byte
+        # 1), the one each blob's counts are aligned with: one gather.
+        first = np.cumsum(lengths) - lengths
+        even = len(raw) // 2
+        words = np.concatenate([raw[:2 * even].view("<u2"), raw[1:1 + 2 * ((len(raw) - 1) // 2)]
+                                .view("<u2")])
+        body = starts + 7
+        base = body // 2 + (body & 1) * even      # each blob's first count in words
+        counts = words[_runs_index(base, lengths)].astype(np.int64)   # int64: cumsum ~5x float's
         zeros = np.flatnonzero(flags == HAS_ZERO)
-        zero_counts = np.zeros(len(sizes), dtype=np.int64)
+        zero_counts = np.zeros(len(starts), dtype=np.int64)
         if len(zeros):                        # a uint32 zero count after the counts
-            tail = (starts[zeros] + sizes[zeros] - 4)[:, None] + np.arange(4)
-            body[tail.ravel()] = False
-            z = raw[tail].astype(np.int64)
+            z = raw[(starts[zeros] + 7 + 2 * lengths[zeros])[:, None] + np.arange(4)].astype(np.int64)
             zero_counts[zeros] = z[:, 0] | z[:, 1] << 8 | z[:, 2] << 16 | z[:, 3] << 24
-        counts = raw[body].view("<u2").astype(np.int64)  # int64: its cumsum is ~5x float's
-        self._clear()
         return groups, offsets, lengths, counts, zero_counts
 
     def _clear(self):
-        self._blob_groups, self._blobs = [], []
+        self._blob_groups, self._blobs, self._packed, self._spans = [], [], [], []
 
     def _add_many(self, groups, ords, counts):
         self._groups.append(np.asarray(groups, dtype=np.int64))
@@ -241,6 +266,22 @@ def _ordinals(offsets, lengths, base=0):
     first = np.cumsum(lengths) - lengths
     return (np.repeat(base + _POS + offsets - first, lengths)
             + np.arange(int(lengths.sum()), dtype=np.int64))
+
+
+def _runs_index(starts, lengths):
+    """``starts[i] + 0 .. lengths[i] - 1`` for every i, concatenated: one
+    array built by a cumulative sum of steps (fewer large temporaries than
+    repeat + arange, which cost page faults on a busy machine)."""
+    total = int(lengths.sum())
+    out = np.ones(total, dtype=np.int64)
+    has = np.flatnonzero(lengths)
+    if not len(has):
+        return out
+    s, n = starts[has], lengths[has]
+    first = np.cumsum(n) - n
+    out[0] = s[0]
+    out[first[1:]] = s[1:] - (s[:-1] + n[:-1] - 1)
+    return np.cumsum(out, out=out)
 
 
 def _concat_runs(parts):

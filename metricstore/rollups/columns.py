@@ -18,6 +18,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..dialects import dialect_for
+from ..dialects.base import Spans
 from ..queries import PERCENTILES
 from ..timeutil import from_micros
 from .bins import Bins
@@ -61,6 +62,7 @@ class Columns:
         self.values, self.value_rows = [], []   # raw values (arrays) and their row numbers
         self.packed = []                        # (row a sketch, sketches concatenated, sizes)
         self.packed_values = []                 # (row a value, raw values)
+        self.spans = []                         # (row a sketch, Spans of the sketches)
         self.size = 0
 
     def add_packed(self, packed, raw):
@@ -87,6 +89,17 @@ class Columns:
         for name, col in zip(self.columns, arrays[2:]):
             if name != "sketch":
                 self._parts[name].append(col)
+            elif isinstance(col, Spans):     # blobs in the read's buffer
+                rows = np.arange(self.size, self.size + n)
+                sample = col.sizes < 0           # raw samples among tier rows
+                if sample.any():
+                    low = np.asarray(arrays[2 + self.columns.index("low")], dtype=np.float64)
+                    self.values.append(low[sample])
+                    self.value_rows.append(rows[sample])
+                    col = Spans(col.buffer, col.starts[~sample], col.sizes[~sample])
+                    rows = rows[~sample]
+                if len(col):
+                    self.spans.append((rows, col))
             elif not skip_sketch:
                 rows = np.arange(self.size, self.size + n)
                 if None in col:              # raw samples among tier rows
@@ -147,7 +160,7 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
         if summed:
             exprs = ["0"] + [agg[c] for c in cols.columns]
         else:
-            exprs = [d.micros_sql("t." + time)] + exprs
+            exprs = [d.read_time_sql("t." + time)] + exprs
         exprs = ["%s AS c%d" % (e, k) for k, e in enumerate(exprs)]
         tag = _tag(i)
         where = where.format(time=time).replace(":lo", ":lo_" + tag).replace(":hi", ":hi_" + tag)
@@ -165,7 +178,7 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
         if separate:
             cols.add_packed(d.fetch_packed(db, sql, params, len(cols.columns), raw), raw)
         elif "sketch" not in cols.columns:
-            cols.add_arrays(d.fetch_numbers(db, sql, params, width))
+            cols.add_arrays(d.fetch_numbers(db, sql, params, width, timed=not summed))
         else:
             cols.add_arrays(d.fetch_blobs(db, sql, params, width))
     return cols
@@ -216,7 +229,7 @@ def reduce(cols, keys, stats):
             order = np.lexsort((at, inv))              # by group, then time
             ends = np.searchsorted(inv[order], np.arange(g), side="right") - 1
             out[stat] = cols.array("last_v")[order][ends]
-        elif not cols.blobs and not cols.packed:   # raw samples only: exact
+        elif not cols.blobs and not cols.packed and not cols.spans:   # raw only: exact
             vals = np.concatenate(cols.values + [vs for _, vs in cols.packed_values]
                                   + [np.zeros(0)])
             rows = cols.value_rows + [r for r, _ in cols.packed_values]
@@ -230,6 +243,8 @@ def reduce(cols, keys, stats):
                 bins.add_values(inv[np.concatenate(cols.value_rows)], np.concatenate(cols.values))
             for rows, data, sizes in cols.packed:
                 bins.add_packed(inv[rows], data, sizes)
+            for rows, spans in cols.spans:
+                bins.add_spans(inv[rows], spans.buffer, spans.starts, spans.sizes)
             for rows, vals in cols.packed_values:
                 bins.add_values(inv[rows], vals)
             out[stat] = bins.quantiles(PERCENTILES[stat], low, high)
@@ -258,4 +273,6 @@ def listed(name, array):
     """A statistic's values as Python numbers (None for NaN; counts as int)."""
     if name == "count":
         return array.astype(np.int64).tolist()
+    if not np.isnan(array).any():
+        return array.tolist()
     return [None if v != v else v for v in array.tolist()]

@@ -90,13 +90,12 @@ def percentile_error(stats, segments):
 
 
 def buckets(db, sid, mid, every_us, segments, stats):
-    """``(bucket starts in us, [{stat: value} ...])`` of the non-empty
-    buckets, ascending."""
+    """``(bucket starts in us, [[value of stats[0] a bucket ...], ...])``
+    of the non-empty buckets, ascending (values None where undefined)."""
     cols = gather(db, [sid], mid, segments, stats)
     t = cols.array("t", np.int64)
     groups, out = reduce(cols, t - t % every_us, stats)
-    columns = [listed(name, out[name]) for name in stats]
-    return groups.tolist(), [dict(zip(stats, row)) for row in zip(*columns)]
+    return groups.tolist(), [listed(name, out[name]) for name in stats]
 
 
 def summary(db, sid, mid, segments, stats):
