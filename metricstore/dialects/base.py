@@ -258,8 +258,9 @@ class Dialect:
 
     def fetch_packed(self, db, sql, params, width, raw):
         """Rows of ``sql``, one a server: server id, 0, ``width - 1``
-        aggregates, then the packed sketches (blobs concatenated, their
-        sizes) or, with ``raw``, the array of values. Returned as columns:
+        aggregates, then the packed sketches (blobs concatenated or as
+        :class:`Spans`, their sizes) or, with ``raw``, the array of values.
+        Returned as columns:
         ``(numbers, blobs, sizes, count)`` or ``(numbers, values, count)``,
         ``numbers`` the fixed columns' arrays and ``count`` the sketches
         (values) of each row, in order."""

@@ -236,18 +236,22 @@ class PostgresDialect(Dialect):
                 p += 4 + max(sizes[-1], 0)
         fixed = 2 + 4 * nfixed + sum(max(z, 0) for z in sizes)
         starts, tails, end = [], [], len(data)
+        short, long_ = _INT2.unpack_from, _INT4.unpack_from
+        add_start, add_tail = starts.append, tails.extend
         while True:
-            count = number(data[at:at + 2], "big", signed=True)
+            (count,) = short(data, at)
             if count == -1:
                 break
             if count != nfixed + ntail or at + fixed > end:   # a NULL shifted a row: as text
                 return super().fetch_packed(db, sql, params, width, raw)
-            starts.append(at)
+            add_start(at)
             at += fixed
             for _ in range(ntail):
-                size = number(data[at:at + 4], "big", signed=True)
-                tails.append((at + 4, size))
-                at += 4 + max(size, 0)
+                if at + 4 > end:
+                    return super().fetch_packed(db, sql, params, width, raw)
+                (size,) = long_(data, at)
+                add_tail((at + 4, size))
+                at += 4 + (size if size > 0 else 0)
             if at > end - 2:
                 return super().fetch_packed(db, sql, params, width, raw)
         n = len(starts)
@@ -273,8 +277,16 @@ class PostgresDialect(Dialect):
         items = _be(buf, where, 8 if raw else 4, ">f8" if raw else ">i4")
         if raw:
             return numbers, items.astype(np.float64), count
-        blobs = b"".join([data[o:o + z] for o, z in tail[:, 0].tolist()])
-        return numbers, blobs, items.astype(np.int64), count
+        # The sketches stay in the buffer: each one's start from its pack's
+        # and the sizes before it in the pack (no copy of the packs).
+        sizes = items.astype(np.int64)
+        before = np.cumsum(sizes) - sizes
+        has = count > 0
+        first = np.minimum(np.cumsum(count) - count, max(len(sizes) - 1, 0))
+        if (np.add.reduceat(sizes, first[has]) != tail[has, 0, 1]).any() if has.any() else False:
+            return super().fetch_packed(db, sql, params, width, raw)   # sizes disagree
+        starts = np.repeat(tail[has, 0, 0] - before[first[has]], count[has]) + before
+        return numbers, Spans(buf, starts, sizes), sizes, count
 
     def per_server_sql(self, select, table, where, grouped=False, single=False):
         if single:
@@ -545,7 +557,7 @@ class PostgresWriter:
         return False
 
 
-_INT4 = struct.Struct(">i")
+_INT2, _INT4 = struct.Struct(">h"), struct.Struct(">i")
 _Y2K_US = 946_684_800_000_000      # PostgreSQL's binary time zero (2000-01-01Z) in epoch us
 
 

@@ -263,9 +263,7 @@ def _rows(runs, run_g, extra, extra_g):
 def _ordinals(offsets, lengths, base=0):
     """The ordinal of every count of blob runs (``offsets``, ``lengths``),
     each blob's plus its ``base``."""
-    first = np.cumsum(lengths) - lengths
-    return (np.repeat(base + _POS + offsets - first, lengths)
-            + np.arange(int(lengths.sum()), dtype=np.int64))
+    return _runs_index(base + _POS + offsets, lengths)
 
 
 def _runs_index(starts, lengths):

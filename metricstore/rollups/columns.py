@@ -67,14 +67,17 @@ class Columns:
 
     def add_packed(self, packed, raw):
         """Partial aggregates, one row a server, as :meth:`Dialect.fetch_packed`
-        returns them: the fixed columns, then the sketches concatenated with
-        their sizes (tier rows) or every raw value, ``count`` of them a row."""
+        returns them: the fixed columns, then the sketches (concatenated, or
+        :class:`Spans`) with their sizes (tier rows) or every raw value,
+        ``count`` of them a row."""
         numbers, count = packed[0], packed[-1]
         first = self.size
         self.add_arrays(numbers + [None], skip_sketch=True)
         rows = np.repeat(np.arange(first, first + len(count)), count)
         if raw:
             self.packed_values.append((rows, packed[1]))
+        elif isinstance(packed[1], Spans):
+            self.spans.append((rows, packed[1]))
         else:
             self.packed.append((rows, packed[1], packed[2]))
 
