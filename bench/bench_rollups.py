@@ -262,6 +262,34 @@ def build_fleet_rows(args, end, mid):
     return day0, rows
 
 
+def own_vs_sketches(t, args, end):
+    """The one-series 30-day chart (1 h avg/max/p95) read two ways on the
+    same rows, alternating: hourly buckets from their rows' own quantiles
+    (what ``buckets`` does) and from merging the rows' sketches (``gather``
+    without ``own_width``, the read before migration 007); answers equal."""
+    from metricstore.rollups import read as R
+    plain = R.gather
+
+    def sketches_only(*a, own_width=None, **k):
+        return plain(*a, **k)
+    call = lambda: t.repo.buckets(t.server_ids[0], "cpu_percent", end - timedelta(days=args.days),
+                                  end, HOUR, stats=("avg", "max", "p95"))
+    times = {"own": [], "sketches": []}
+    answers = {}
+    for i in range(4 * args.reps):
+        for name in (("own", "sketches") if i % 2 else ("sketches", "own")):
+            R.gather = plain if name == "own" else sketches_only
+            try:
+                with C.timed(times[name]):
+                    answers[name] = call()
+            finally:
+                R.gather = plain
+    assert [b.stats for b in answers["own"]] == [b.stats for b in answers["sketches"]]
+    own, sk = (C.median(times[k]) * 1000 for k in ("own", "sketches"))
+    print("  %-42s own quantiles %5.1f ms, sketches %5.1f ms (%.2fx)" % (
+        "buckets 1 h p95 30 d: own vs sketches", own, sk, sk / own))
+
+
 def bench_fleet(engines, args):
     end = C.datetime.now(C.UTC).replace(microsecond=0)
     end -= timedelta(seconds=end.second % 15)
@@ -271,7 +299,7 @@ def bench_fleet(engines, args):
         args.servers, args.days + 1, C.clock() - built,
         ", ".join("%s %d" % (t.name, len(r)) for t, r in rows.items())))
     from metricstore.partitioning import ensure_months
-    from metricstore.rollups.state import COLUMNS
+    from metricstore.rollups.store import write_rows
     from metricstore.timeutil import months_between
     for engine in engines:
         with C.Tenant(engine, servers=args.servers) as t:
@@ -282,8 +310,7 @@ def bench_fleet(engines, args):
             for tier, tier_rows in rows.items():
                 for i in range(0, len(tier_rows), 20_000):
                     with t.repo.dialect.write_transaction(t.db):
-                        t.repo.dialect.upsert_rows(t.db, tier.table, COLUMNS,
-                                                   tier_rows[i:i + 20_000])
+                        write_rows(t.db, tier, tier_rows[i:i + 20_000])
             # The plan's horizons follow the repository's clock: pinned at the
             # data's end, so a raw edge the load took minutes to pass stays in.
             t.repo.clock = lambda: end
@@ -304,6 +331,7 @@ def bench_fleet(engines, args):
                         name, raw_ms, tier_ms, res, raw_ms / tier_ms))
                 else:
                     print("  %-42s tiers %7.1f ms (%s)" % (name, tier_ms, res))
+            own_vs_sketches(t, args, end)
             aligned = end.replace(hour=0, minute=0, second=0)
             for stat in ("p95", "avg"):
                 ms, out = run(lambda: t.repo.top("cpu_percent", aligned - timedelta(days=30),

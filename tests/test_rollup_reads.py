@@ -341,3 +341,69 @@ def test_fetch_packed_binary_equals_the_text_rows(db, raw, nulls):
         got = (got[0], b"".join(blob_list(got[1]))) + tuple(got[2:])
     for g, w in zip(got[1:], want[1:]):
         assert (g == w) if isinstance(w, bytes) else np.array_equal(g, w)
+
+
+@pytest.mark.parametrize("spread", [False, True])
+def test_own_quantiles_answer_what_the_rows_sketches_answer(repo, spread):
+    """A bucket served by one tier row reads that row's own quantiles (no
+    sketch): the same numbers as merging its sketch, to the last bit. Rows
+    written before migration 007 (own quantiles NULL) answer from their
+    sketches; fill_own_quantiles gives them the same values back."""
+    from metricstore.rollups.rebuild import fill_own_quantiles
+    from metricstore.rollups.tiers import TIER_1H
+    stored = load(repo, 3, 30, 7, spread)
+    metric, hour = METRIC[spread], timedelta(hours=1)
+    start = NOW - timedelta(hours=29, minutes=23)        # unaligned: 5-minute and raw edges
+    stats = ("avg", "p50", "p90", "p95", "p99")
+    sid = next(iter(stored))
+    own = repo.buckets(sid, metric, start, NOW, hour, stats=stats)
+    grid = repo.heatmap(metric, start, NOW, hour, stat="p95")
+    assert own.resolution == "1h+5m+raw" and len(own) >= 29
+    columns = "q50, q90, q95, q99"
+    before = repo.db.execute_sql("SELECT server_id, bucket, %s FROM rollup_1h ORDER BY 1, 2"
+                                 % columns).fetchall()
+    assert before and all(v is not None for r in before for v in r[2:])
+    repo.db.execute_sql("UPDATE rollup_1h SET q95 = -1")     # the read uses the column
+    marked = repo.buckets(sid, metric, start, NOW, hour, stats=stats)
+    hours = [b.start for b in marked if b.p95 == -1]
+    assert len(hours) == len(own) - 2 and marked[0].p95 == own[0].p95   # the edges: sketches
+    repo.db.execute_sql("UPDATE rollup_1h SET q50 = NULL, q90 = NULL, q95 = NULL, q99 = NULL")
+    sketches = repo.buckets(sid, metric, start, NOW, hour, stats=stats)
+    assert [(b.start, b.stats) for b in sketches] == [(b.start, b.stats) for b in own]
+    assert repo.heatmap(metric, start, NOW, hour, stat="p95").rows == grid.rows
+    inside = [(t, v) for t, v in stored[sid] if start <= t < NOW]
+    for b in own:                                        # and within the sketch's bound
+        values = [(t, v) for t, v in inside if b.start <= t < b.end]
+        assert all(close(b.stats[s], exact(values, s), s, neighbours(values, s))
+                   for s in stats if s != "avg")
+    assert fill_own_quantiles(repo.db, TIER_1H, page=7) == len(before)
+    after = repo.db.execute_sql("SELECT server_id, bucket, %s FROM rollup_1h ORDER BY 1, 2"
+                                % columns).fetchall()
+    assert after == before
+    assert fill_own_quantiles(repo.db, TIER_1H) == 0      # nothing left to fill
+
+
+def test_migration_007_gives_stored_rows_their_own_quantiles(repo):
+    """A tenant provisioned before 007 (tier rows without own quantiles):
+    provisioning adds the columns and fills every row from its sketch, the
+    values a fresh write stores; reads answer the same before and after."""
+    import importlib
+
+    import metricstore
+    from metricstore.schema import HISTORY_TABLE
+    m007 = importlib.import_module("metricstore.migrations.007_tier_own_quantiles")
+    stored = load(repo, 2, 30, 11, False)
+    sid, hour = next(iter(stored)), timedelta(hours=1)
+    start = NOW - timedelta(hours=28)
+    query = "SELECT server_id, metric_type_id, bucket, q50, q90, q95, q99 FROM %s ORDER BY 1, 2, 3"
+    fresh = {t: repo.db.execute_sql(query % t).fetchall()
+             for t in ("rollup_5m", "rollup_1h", "rollup_1d")}
+    want = repo.buckets(sid, "cpu_percent", start, NOW, hour, stats=("p50", "p99"))
+    m007.rollback(None, repo.db)                      # the tenant as it was at 006
+    repo.db.execute_sql("DELETE FROM %s WHERE name = '007_tier_own_quantiles'" % HISTORY_TABLE)
+    assert "q95" not in {c.name for c in repo.db.get_columns("rollup_1h")}
+    assert "007_tier_own_quantiles" in metricstore.provision(repo.db).migrations_applied
+    assert {t: repo.db.execute_sql(query % t).fetchall() for t in fresh} == fresh
+    assert all(r[3] is not None for rows in fresh.values() for r in rows)
+    got = repo.buckets(sid, "cpu_percent", start, NOW, hour, stats=("p50", "p99"))
+    assert [(b.start, b.stats) for b in got] == [(b.start, b.stats) for b in want]

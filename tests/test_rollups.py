@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import metricstore
 from metricstore import MetricRepository
+from metricstore.dialects import dialect_for
 from metricstore.errors import QueryError
 from metricstore.rollups.planner import Source, plan
 from metricstore.rollups.rebuild import rebuild, tier_status
@@ -47,10 +48,20 @@ def expected_tier(points, width_us, counter):
     return result
 
 
+def own_quantile_columns(db, tier, sid, mid):
+    """``{bucket us: (q50, q90, q95, q99)}`` as stored in ``tier``'s rows."""
+    d = dialect_for(db)
+    rows = db.execute_sql(d.sql("SELECT %s, q50, q90, q95, q99 FROM %s WHERE server_id = :s "
+                                "AND metric_type_id = :m" % (d.micros_sql("bucket"), tier.table)),
+                          {"s": sid, "m": mid}).fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
 def check_tiers(db, sid, mid, stored, counter):
     for tier in TIERS:
         rows = tier_rows(db, tier, [(sid, mid, 0, 2 ** 62)])
         got = {r[2]: r for r in rows}
+        own = own_quantile_columns(db, tier, sid, mid)
         want = expected_tier(stored, tier.width_us, counter)
         assert set(got) == set(want), tier.name
         for b, w in want.items():
@@ -62,9 +73,11 @@ def check_tiers(db, sid, mid, stored, counter):
             assert inc == w["increase"] and pairs == w["pairs"]
             s = Sketch.decode(sketch)
             assert s.count == n
-            for q in PCTS:
+            for q, stored_q in zip(PCTS, own[b]):
                 exact = exact_quantile(w["values"], q)
                 assert abs(s.quantile(q, low, high) - exact) <= ALPHA * abs(exact) + 1e-9
+                # the row's own quantile: its sketch's, clamped (what a read of it answers)
+                assert stored_q == pytest.approx(s.quantile(q, low, high), rel=1e-12, abs=1e-300)
 
 
 rows_strategy = st.lists(

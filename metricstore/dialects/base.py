@@ -228,6 +228,7 @@ class Dialect:
         """An extra ``AND ...`` on ``column`` (a server id) for a join with
         :attr:`ranges_source`, letting a sharded engine route it; '' here."""
         return ""
+    nan_sql = "NULL"          # a float the array readers return as NaN
     packed_blobs = None       # aggregates: blobs concatenated and their sizes (or None)
     packed_values = None      # aggregate: an array of values (or None)
 

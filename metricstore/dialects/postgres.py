@@ -145,6 +145,7 @@ class PostgresDialect(Dialect):
     ids_source = "unnest(:ids::int[]) AS r(s)"     # server ids as a relation
     # Per-server aggregates of sketch blobs and of raw values (rollups/columns.py):
     # one row a server instead of one a bucket.
+    nan_sql = "'NaN'::float8"      # not NULL: the binary readers take no NULL number
     packed_blobs = "string_agg(%(c)s, ''::bytea), array_agg(length(%(c)s))"
     packed_values = "array_agg(%s)"
 
@@ -204,7 +205,18 @@ class PostgresDialect(Dialect):
             "c%d::float8" % k for k in range(1, width - 2)) + ", c%d::bytea" % (width - 2)
         data, at = self._copy_out(db, sql, params, names)
         fixed = 2 + 12 * (width - 1) + 4      # field count, (length, 8 bytes) each, blob size
-        end, starts, sizes, size_at = len(data) - 2, [], [], _INT4.unpack_from
+        end, size_at = len(data) - 2, _INT4.unpack_from
+        buf = np.frombuffer(data, dtype=np.uint8)
+        # Leading rows with a NULL blob (rows answered by their own
+        # quantiles come first) are exactly ``fixed`` bytes each: found in
+        # numpy, up to the first row whose blob size is not -1.
+        lead = np.zeros(0, dtype=np.int64)
+        if end - at >= fixed:
+            first = at + fixed * np.arange((end - at) // fixed)
+            null = _be(buf, first + fixed - 4, 4, ">i4") == -1
+            lead = first[:len(null) if null.all() else int(np.argmin(null))]
+            at += fixed * len(lead)
+        starts, sizes = [], []
         while at < end:
             if at + fixed > end:              # a NULL shifted the rows: as text
                 break
@@ -212,15 +224,16 @@ class PostgresDialect(Dialect):
             starts.append(at)
             sizes.append(size)
             at += fixed + max(size, 0)
-        buf = np.frombuffer(data, dtype=np.uint8)
-        row = np.asarray(starts, dtype=np.int64)
+        row = np.concatenate([lead, np.asarray(starts, dtype=np.int64)])
+        sizes = np.concatenate([np.full(len(lead), -1, dtype=np.int64),
+                                np.asarray(sizes, dtype=np.int64)])
         if at != end or not ((_be(buf, row, 2, ">i2") == width).all() and all(
                 (_be(buf, row + 2 + 12 * i, 4, ">i4") == 8).all() for i in range(width - 1))):
             return super().fetch_blobs(db, self._as_text(sql, width), params, width)
         out = [_be(buf, row + 6 + 12 * i, 8, ">i8" if i < 2 else ">f8").astype(
                np.int64 if i < 2 else np.float64) for i in range(width - 1)]
         out[1] += _Y2K_US
-        return out + [Spans(buf, row + fixed, np.asarray(sizes, dtype=np.int64))]
+        return out + [Spans(buf, row + fixed, sizes)]
 
     def fetch_packed(self, db, sql, params, width, raw):
         # Binary COPY: the sketches arrive as bytes, not hex text. Python

@@ -195,6 +195,16 @@ class Bins:
         return _clamp(out, lows, highs)
 
 
+def own_quantiles(blobs, lows, highs, qs):
+    """Each encoded sketch's own quantiles, clamped to its row's ``lows`` and
+    ``highs``: one float64 array a ``q`` of ``qs``, exactly what a read of
+    that one row answers (the same arrays and rules; NaN for a None blob)."""
+    bins = Bins(len(blobs))
+    bins.add_blobs(np.arange(len(blobs)), blobs)
+    lows, highs = np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64)
+    return [bins.quantiles(q, lows, highs) for q in qs]
+
+
 def _merged_quantiles(out, q, runs, extra):
     """Fill ``out`` with the quantiles of the groups of ``runs`` (blob runs)
     and ``extra`` ((group, ordinal, count) rows), merged per group: one dense

@@ -22,13 +22,15 @@ from ..dialects.base import Spans
 from ..queries import PERCENTILES
 from ..timeutil import from_micros
 from .bins import Bins
-from .tiers import RAW, SNAPSHOT_COLUMN
+from .tiers import OWN_QUANTILES, RAW, SNAPSHOT_COLUMN
 
 _NEEDS = {"count": ("n",), "sum": ("total",), "avg": ("n", "total"), "min": ("low",),
           "max": ("high",), "last": ("last_at", "last_v")}
 _RAW_AS = {"n": "1", "total": "t.value", "low": "t.value", "high": "t.value",
            "last_at": "{time}", "last_v": "t.value", "sketch": "t.value"}
-_ORDER = ("n", "total", "low", "high", "last_at", "last_v", "sketch")
+_ORDER = ("n", "total", "low", "high", "last_at", "last_v") + tuple(OWN_QUANTILES.values()) + (
+    "sketch",)
+_OWN = frozenset(OWN_QUANTILES.values())
 # Partial aggregates per server are mergeable states too: top() by avg,
 # min or max fetches one row a server and segment instead of every bucket.
 # Every aggregate is a double, so the array readers take it as one.
@@ -42,11 +44,14 @@ _RAW_AGG = {"n": "CAST(COUNT(*) AS DOUBLE PRECISION)", "total": "SUM(t.value)",
 WHERE = "t.metric_type_id = :mid AND t.{time} >= :lo AND t.{time} < :hi"
 
 
-def needed(stats):
-    """The state columns ``stats`` read, in a fixed order."""
+def needed(stats, own=False):
+    """The state columns ``stats`` read, in a fixed order (``own``: with
+    each percentile's own-quantile column, see :func:`gather`)."""
     want = set()
     for s in stats:
         want.update(_NEEDS.get(s, ("low", "high", "sketch")))
+        if own and s in OWN_QUANTILES:
+            want.add(OWN_QUANTILES[s])
     return tuple(c for c in _ORDER if c in want)
 
 
@@ -63,6 +68,7 @@ class Columns:
         self.packed = []                        # (row a sketch, sketches concatenated, sizes)
         self.packed_values = []                 # (row a value, raw values)
         self.spans = []                         # (row a sketch, Spans of the sketches)
+        self.own_rows = []                      # rows answering from their own quantiles
         self.size = 0
 
     def add_packed(self, packed, raw):
@@ -89,29 +95,38 @@ class Columns:
             return
         self._parts["sid"].append(arrays[0])
         self._parts["t"].append(arrays[1])
+        own = None                           # rows with their own quantiles (no sketch read)
+        names = [c for c in self.columns if c in _OWN]
+        if names:
+            q = np.asarray(arrays[2 + self.columns.index(names[0])], dtype=np.float64)
+            own = ~np.isnan(q)
+            if own.any():
+                self.own_rows.append(np.flatnonzero(own) + self.size)
         for name, col in zip(self.columns, arrays[2:]):
             if name != "sketch":
                 self._parts[name].append(col)
             elif isinstance(col, Spans):     # blobs in the read's buffer
                 rows = np.arange(self.size, self.size + n)
-                sample = col.sizes < 0           # raw samples among tier rows
-                if sample.any():
+                nulls = col.sizes < 0
+                sample = nulls if own is None else nulls & ~own   # raw samples among tier rows
+                if nulls.any():
                     low = np.asarray(arrays[2 + self.columns.index("low")], dtype=np.float64)
                     self.values.append(low[sample])
                     self.value_rows.append(rows[sample])
-                    col = Spans(col.buffer, col.starts[~sample], col.sizes[~sample])
-                    rows = rows[~sample]
+                    col = Spans(col.buffer, col.starts[~nulls], col.sizes[~nulls])
+                    rows = rows[~nulls]
                 if len(col):
                     self.spans.append((rows, col))
             elif not skip_sketch:
                 rows = np.arange(self.size, self.size + n)
-                if None in col:              # raw samples among tier rows
-                    sample = np.fromiter((b is None for b in col), dtype=bool, count=n)
+                if None in col:              # raw samples (or own quantiles) among tier rows
+                    nulls = np.fromiter((b is None for b in col), dtype=bool, count=n)
+                    sample = nulls if own is None else nulls & ~own
                     low = np.asarray(arrays[2 + self.columns.index("low")], dtype=np.float64)
                     self.values.append(low[sample])
                     self.value_rows.append(rows[sample])
                     self.blobs.extend(b for b in col if b is not None)
-                    self.blob_rows.append(rows[~sample])
+                    self.blob_rows.append(rows[~nulls])
                 else:
                     self.blobs.extend(col)
                     self.blob_rows.append(rows)
@@ -124,12 +139,18 @@ class Columns:
         return np.concatenate([np.asarray(p, dtype=dtype) for p in parts])
 
 
-def gather(db, server_ids, mid, segments, stats, by_server=False):
+def gather(db, server_ids, mid, segments, stats, by_server=False, own_width=None):
     """:class:`Columns` of metric ``mid`` of ``server_ids`` over ``segments``
     for ``stats`` (read-only). With ``by_server`` the rows may be partial
-    aggregates per server (``t`` is then 0): only group them by server."""
+    aggregates per server (``t`` is then 0): only group them by server.
+
+    ``own_width``: the read groups rows into UTC-aligned buckets this wide
+    (us). The rows of a tier exactly that wide are then each a bucket of
+    their own: their percentiles are read from their own-quantile columns,
+    not their sketches (which are read only where those columns are NULL)."""
     d = dialect_for(db)
-    cols = Columns(needed(stats))
+    cols = Columns(needed(stats, own=own_width is not None and not by_server))
+    own = [c for c in cols.columns if c in _OWN]
     ids = d.ids_param(server_ids)
     packed = by_server and d.packed_blobs is not None
     summed = by_server and set(cols.columns) - {"sketch"} <= set(_TIER_AGG) and (
@@ -142,10 +163,12 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
     params = {"ids": ids, "mid": mid, "sid": server_ids[0] if server_ids else None}
     for i, seg in enumerate(segments):
         raw = seg.source.name == RAW
+        serves_own = bool(own) and not raw and seg.source.width_us == own_width
         if raw:
             table, time = "metrics", "collected_at"
             agg = dict(_RAW_AGG, sketch=d.packed_values % "t.value" if packed else None)
-            exprs = [_RAW_AS[c].format(time=d.micros_sql("t.collected_at")) for c in cols.columns]
+            exprs = [d.nan_sql if c in _OWN else
+                     _RAW_AS[c].format(time=d.micros_sql("t.collected_at")) for c in cols.columns]
             if not separate and exprs and cols.columns[-1] == "sketch":
                 exprs[-1] = "CAST(NULL AS %s)" % d.types["blob"]
             where = WHERE
@@ -158,7 +181,12 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
         else:
             table, time = seg.source.tier.table, "bucket"
             agg = dict(_TIER_AGG, sketch=d.packed_blobs % {"c": "t.sketch"} if packed else None)
-            exprs = ["t.%s" % d.quote(c) for c in cols.columns]
+            exprs = ["t.%s" % d.quote(c) if c not in _OWN else d.nan_sql for c in cols.columns]
+            if serves_own:                   # one row a bucket
+                exprs = ["COALESCE(t.%s, %s)" % (d.quote(c), d.nan_sql) if c in _OWN else
+                         "CASE WHEN %s THEN t.sketch END" % " OR ".join(
+                             "t.%s IS NULL" % d.quote(q) for q in own) if c == "sketch" else e
+                         for c, e in zip(cols.columns, exprs)]
             where = WHERE
         if summed:
             exprs = ["0"] + [agg[c] for c in cols.columns]
@@ -167,9 +195,11 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
         exprs = ["%s AS c%d" % (e, k) for k, e in enumerate(exprs)]
         tag = _tag(i)
         where = where.format(time=time).replace(":lo", ":lo_" + tag).replace(":hi", ":hi_" + tag)
-        queries.setdefault(raw and separate, []).append(
-            d.per_server_sql(", ".join(exprs), d.quote(table), where, grouped=summed,
-                             single=len(server_ids) == 1))
+        query = d.per_server_sql(", ".join(exprs), d.quote(table), where, grouped=summed,
+                                 single=len(server_ids) == 1)
+        # Segments answered by their rows' own quantiles first: rows without
+        # a sketch, which the binary readers take as one block.
+        queries.setdefault(raw and separate, []).append((not serves_own, i, query))
         params["lo_" + tag] = d.time_param(from_micros(seg.lo))
         params["hi_" + tag] = d.time_param(from_micros(seg.hi))
     # Rows of numbers, or of numbers and a sketch blob: read as arrays, no
@@ -177,7 +207,7 @@ def gather(db, server_ids, mid, segments, stats, by_server=False):
     width = 2 + len(cols.columns)
     for raw, parts in queries.items():
         sql = d.sql(" UNION ALL ".join("SELECT * FROM (%s) q%d" % (q, i)
-                                       for i, q in enumerate(parts)))
+                                       for _, i, q in sorted(parts)))
         if separate:
             cols.add_packed(d.fetch_packed(db, sql, params, len(cols.columns), raw), raw)
         elif "sketch" not in cols.columns:
@@ -251,6 +281,9 @@ def reduce(cols, keys, stats):
             for rows, vals in cols.packed_values:
                 bins.add_values(inv[rows], vals)
             out[stat] = bins.quantiles(PERCENTILES[stat], low, high)
+        if stat in OWN_QUANTILES and cols.own_rows:  # buckets of one row: its own quantile
+            rows = np.concatenate(cols.own_rows)
+            out[stat][inv[rows]] = cols.array(OWN_QUANTILES[stat])[rows]
     return groups, out
 
 

@@ -92,7 +92,7 @@ def percentile_error(stats, segments):
 def buckets(db, sid, mid, every_us, segments, stats):
     """``(bucket starts in us, [[value of stats[0] a bucket ...], ...])``
     of the non-empty buckets, ascending (values None where undefined)."""
-    cols = gather(db, [sid], mid, segments, stats)
+    cols = gather(db, [sid], mid, segments, stats, own_width=every_us)
     t = cols.array("t", np.int64)
     groups, out = reduce(cols, t - t % every_us, stats)
     return groups.tolist(), [listed(name, out[name]) for name in stats]
@@ -110,7 +110,7 @@ def summary(db, sid, mid, segments, stats):
 def grid(db, server_ids, mid, first_us, every_us, width, segments, stat):
     """``{sid: [value or None, ...]}``: ``stat`` per server and bucket, the
     ``width`` buckets of ``every_us`` from ``first_us`` (None: no data)."""
-    cols = gather(db, server_ids, mid, segments, (stat,))
+    cols = gather(db, server_ids, mid, segments, (stat,), own_width=every_us)
     sid, t = cols.array("sid", np.int64), cols.array("t", np.int64)
     ids = np.asarray(server_ids, dtype=np.int64)
     order = np.argsort(ids, kind="stable")

@@ -135,6 +135,30 @@ def backfill(db, table="metrics"):
     return written
 
 
+OWN_MISSING = ("SELECT t.server_id, t.metric_type_id, {bucket}, {columns} FROM {table} t "
+               "WHERE t.q50 IS NULL AND (t.server_id, t.metric_type_id, t.bucket) > (:s, :m, {b}) "
+               "ORDER BY t.server_id, t.metric_type_id, t.bucket LIMIT :n")
+
+
+def fill_own_quantiles(db, tier, page=20_000):
+    """Give every row of ``tier`` without its own quantiles (written before
+    migration 007) those of its stored sketch, ``page`` rows at a time in key
+    order (each page one upsert). Returns the rows filled. Writes."""
+    d = dialect_for(db)
+    sql = d.sql(OWN_MISSING.format(
+        bucket=d.micros_sql("t.bucket"), table=d.quote(tier.table),
+        columns=", ".join("t.%s" % d.quote(c) for c in store.COLUMNS),
+        b=d.time_from_micros_sql(":b")))
+    key, filled = (-1, -1 << 15, -62_135_596_800_000_000), 0     # before any key (year 1)
+    while True:
+        rows = db.execute_sql(sql, {"s": key[0], "m": key[1], "b": key[2], "n": page}).fetchall()
+        if not rows:
+            return filled
+        store.write_rows(db, tier, [tuple(r) for r in rows])
+        filled += len(rows)
+        key = tuple(rows[-1][:3])
+
+
 @dataclass
 class TierStatus:
     """One tier: rows, the buckets it holds, retention and lag behind raw."""

@@ -1,9 +1,13 @@
 """The tier tables and settings columns in engine-neutral terms (migration 003)."""
 
 from ..dialects import Column, Table
-from .tiers import TIERS
+from .tiers import OWN_QUANTILES, TIERS
 
 MAX_TIER_DAYS = 36600
+
+
+# NULL in rows written before migration 007 (until rewritten): reads use the sketch.
+OWN_QUANTILE_COLUMNS = tuple(Column(c, "float", null=True) for c in OWN_QUANTILES.values())
 
 
 def tier_table(tier):
@@ -24,7 +28,7 @@ def tier_table(tier):
         Column("elapsed", "float", null=True),
         Column("pairs", "int", null=True),
         Column("sketch", "blob"),
-    ), primary_key=("server_id", "metric_type_id", "bucket"), series=True,
+    ) + OWN_QUANTILE_COLUMNS, primary_key=("server_id", "metric_type_id", "bucket"), series=True,
         time_column="bucket")
 
 

@@ -7,8 +7,14 @@ them to and from the engine's time columns. Ranges are half-open.
 from collections import defaultdict
 
 from ..dialects import dialect_for
+from ..queries import PERCENTILES
+from .bins import own_quantiles
 from .state import COLUMNS, State, merge_ordered
-from .tiers import SNAPSHOT_COLUMN, TIER_MAX_GAP_US
+from .tiers import OWN_QUANTILES, SNAPSHOT_COLUMN, TIER_MAX_GAP_US
+
+# What a tier row holds: the mergeable state, then its own quantiles.
+WRITE_COLUMNS = COLUMNS + tuple(OWN_QUANTILES.values())
+_LOW, _HIGH, _SKETCH = (3 + COLUMNS.index(c) for c in ("low", "high", "sketch"))
 
 TIER_ROWS = ("SELECT t.server_id, t.metric_type_id, {bucket}, {columns} FROM {ranges} "
              "JOIN {table} t ON t.server_id = r.s AND t.metric_type_id = r.m "
@@ -70,8 +76,19 @@ def raw_points(db, ranges):
 def write_states(db, tier, states):
     """Upsert ``{(sid, mid, bucket us): State}`` into ``tier``'s table."""
     if states:
-        rows = [key + state.row() for key, state in sorted(states.items())]
-        dialect_for(db).upsert_rows(db, tier.table, COLUMNS, rows)
+        write_rows(db, tier, [key + state.row() for key, state in sorted(states.items())])
+
+
+def write_rows(db, tier, rows):
+    """Upsert tier rows ``(sid, mid, bucket us, *COLUMNS)`` into ``tier``'s
+    table, each with its own quantiles (:data:`.tiers.OWN_QUANTILES`),
+    computed for all the rows at once from their encoded sketches."""
+    if not rows:
+        return
+    own = own_quantiles([r[_SKETCH] for r in rows], [r[_LOW] for r in rows],
+                        [r[_HIGH] for r in rows], [PERCENTILES[s] for s in OWN_QUANTILES])
+    rows = [r + q for r, q in zip(rows, zip(*(a.tolist() for a in own)))]
+    dialect_for(db).upsert_rows(db, tier.table, WRITE_COLUMNS, rows)
 
 
 def from_raw(db, keys, width_us, counters):

@@ -11,6 +11,8 @@ write touches always has all its finer rows (see settings.check_tier_days).
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ..queries import PERCENTILES
+
 US = 1_000_000
 TIER_MAX_GAP = timedelta(minutes=5)    # counter pairs further apart are not rated
 TIER_MAX_GAP_US = 300 * US
@@ -56,3 +58,9 @@ def coarser(tier):
 # negative metric_type_id values, never a metric type's id.
 SNAPSHOT_SERIES = (("cpu_percent", -1), ("memory_percent", -2), ("connection_count", -3))
 SNAPSHOT_COLUMN = {i: c for c, i in SNAPSHOT_SERIES}
+
+# Each tier row also stores its own sketch's quantiles (clamped to the row's
+# min and max), one column a percentile: a bucket served by exactly one row
+# (a 1 h chart from the 1 h tier) reads that number instead of the sketch.
+# Derived from the row's state, never merged: a coarser bucket merges sketches.
+OWN_QUANTILES = {stat: "q" + stat[1:] for stat in PERCENTILES}      # p95 -> q95
