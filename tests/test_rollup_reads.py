@@ -336,9 +336,10 @@ def test_fetch_packed_binary_equals_the_text_rows(db, raw, nulls):
     assert len(got) == len(want) == (3 if raw else 4)
     for g, w in zip(got[0], want[0]):
         assert np.array_equal(g, w, equal_nan=True) and g.dtype == w.dtype
-    if not raw and not isinstance(got[1], bytes):      # Spans: the sketches in place
-        assert len(got[1]) == len(got[2]) and got[1].sizes.tolist() == got[2].tolist()
-        got = (got[0], b"".join(blob_list(got[1]))) + tuple(got[2:])
+    if not raw:                                        # Spans: the sketches as bytes
+        for res in (got, want):
+            assert len(res[1]) == len(res[2]) and res[1].sizes.tolist() == res[2].tolist()
+        got, want = ((r[0], b"".join(blob_list(r[1]))) + tuple(r[2:]) for r in (got, want))
     for g, w in zip(got[1:], want[1:]):
         assert (g == w) if isinstance(w, bytes) else np.array_equal(g, w)
 

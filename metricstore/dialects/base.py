@@ -259,10 +259,9 @@ class Dialect:
 
     def fetch_packed(self, db, sql, params, width, raw):
         """Rows of ``sql``, one a server: server id, 0, ``width - 1``
-        aggregates, then the packed sketches (blobs concatenated or as
-        :class:`Spans`, their sizes) or, with ``raw``, the array of values.
-        Returned as columns:
-        ``(numbers, blobs, sizes, count)`` or ``(numbers, values, count)``,
+        aggregates, then the packed sketches (as :class:`Spans`, their
+        sizes) or, with ``raw``, the array of values. Returned as columns:
+        ``(numbers, spans, sizes, count)`` or ``(numbers, values, count)``,
         ``numbers`` the fixed columns' arrays and ``count`` the sketches
         (values) of each row, in order."""
         return packed_rows(db.execute_sql(sql, params).fetchall(), width, raw)
@@ -369,4 +368,5 @@ def packed_rows(rows, width, raw):
     flat = np.concatenate(packs + [np.zeros(0, dtype=np.float64 if raw else np.int64)])
     if raw:
         return numbers, flat, count
-    return numbers, b"".join(bytes(r[-2] or b"") for r in rows), flat, count
+    data = np.frombuffer(b"".join(bytes(r[-2] or b"") for r in rows), dtype=np.uint8)
+    return numbers, Spans(data, np.cumsum(flat) - flat, flat), flat, count

@@ -296,7 +296,7 @@ class PostgresDialect(Dialect):
         before = np.cumsum(sizes) - sizes
         has = count > 0
         first = np.minimum(np.cumsum(count) - count, max(len(sizes) - 1, 0))
-        if (np.add.reduceat(sizes, first[has]) != tail[has, 0, 1]).any() if has.any() else False:
+        if has.any() and (np.add.reduceat(sizes, first[has]) != tail[has, 0, 1]).any():
             return super().fetch_packed(db, sql, params, width, raw)   # sizes disagree
         starts = np.repeat(tail[has, 0, 0] - before[first[has]], count[has]) + before
         return numbers, Spans(buf, starts, sizes), sizes, count

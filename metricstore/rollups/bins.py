@@ -34,7 +34,6 @@ class Bins:
         self.ngroups = ngroups
         self._groups, self._ords, self._counts = [], [], []
         self._blob_groups, self._blobs = [], []
-        self._packed = []                    # (groups, sizes, bytes) of packed blobs
         self._spans = []                     # (groups, buffer, starts, sizes) of blobs in place
         self._runs = []                      # parsed blobs, not yet materialised
 
@@ -43,14 +42,6 @@ class Bins:
         for ``blobs[i]``. Parsed later, all at once."""
         self._blob_groups.extend(groups)
         self._blobs.extend(blobs)
-
-    def add_packed(self, groups, data, sizes):
-        """Encoded sketches concatenated in ``data``, their byte ``sizes``
-        in order, ``groups[i]`` for the i-th (what a ``string_agg`` of the
-        sketch column and an ``array_agg`` of its lengths return)."""
-        if len(sizes):
-            self._packed.append((np.asarray(groups, dtype=np.int64),
-                                 np.asarray(sizes, dtype=np.int64), data))
 
     def add_spans(self, groups, buffer, starts, sizes):
         """Encoded sketches left inside ``buffer`` (a uint8 array): the i-th
@@ -62,20 +53,17 @@ class Bins:
 
     def _sources(self):
         """Every blob added so far as ``(groups, buffer, starts, sizes)``
-        (one buffer; blobs of lists and packs are joined into one)."""
+        (one buffer; the blobs of lists are joined into one)."""
         blobs, groups = self._blobs, self._blob_groups
         if None in blobs:
             kept = [i for i, b in enumerate(blobs) if b is not None]
             blobs, groups = [blobs[i] for i in kept], [groups[i] for i in kept]
         parts = list(self._spans)
-        if blobs or self._packed:
-            sizes = np.concatenate(
-                [np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))]
-                + [p[1] for p in self._packed])
-            data = np.frombuffer(b"".join(blobs + [p[2] for p in self._packed]), dtype=np.uint8)
-            groups = np.concatenate([np.asarray(groups, dtype=np.int64)]
-                                    + [p[0] for p in self._packed])
-            parts.append((groups, data, np.cumsum(sizes) - sizes, sizes))
+        if blobs:
+            sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+            data = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+            parts.append((np.asarray(groups, dtype=np.int64), data, np.cumsum(sizes) - sizes,
+                          sizes))
         self._clear()
         if len(parts) < 2:
             return parts[0] if parts else None
@@ -110,7 +98,6 @@ class Bins:
         # The counts: little-endian uint16s from byte 7 of each blob, read
         # through two uint16 views of the buffer (from byte 0 and from byte
         # 1), the one each blob's counts are aligned with: one gather.
-        first = np.cumsum(lengths) - lengths
         even = len(raw) // 2
         words = np.concatenate([raw[:2 * even].view("<u2"), raw[1:1 + 2 * ((len(raw) - 1) // 2)]
                                 .view("<u2")])
@@ -125,7 +112,7 @@ class Bins:
         return groups, offsets, lengths, counts, zero_counts
 
     def _clear(self):
-        self._blob_groups, self._blobs, self._packed, self._spans = [], [], [], []
+        self._blob_groups, self._blobs, self._spans = [], [], []
 
     def _add_many(self, groups, ords, counts):
         self._groups.append(np.asarray(groups, dtype=np.int64))

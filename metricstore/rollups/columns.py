@@ -65,7 +65,6 @@ class Columns:
         self._parts = defaultdict(list)
         self.blobs, self.blob_rows = [], []     # tier sketches and their row numbers
         self.values, self.value_rows = [], []   # raw values (arrays) and their row numbers
-        self.packed = []                        # (row a sketch, sketches concatenated, sizes)
         self.packed_values = []                 # (row a value, raw values)
         self.spans = []                         # (row a sketch, Spans of the sketches)
         self.own_rows = []                      # rows answering from their own quantiles
@@ -73,19 +72,16 @@ class Columns:
 
     def add_packed(self, packed, raw):
         """Partial aggregates, one row a server, as :meth:`Dialect.fetch_packed`
-        returns them: the fixed columns, then the sketches (concatenated, or
-        :class:`Spans`) with their sizes (tier rows) or every raw value,
-        ``count`` of them a row."""
+        returns them: the fixed columns, then the sketches (:class:`Spans`)
+        with their sizes (tier rows) or every raw value, ``count`` of them a row."""
         numbers, count = packed[0], packed[-1]
         first = self.size
         self.add_arrays(numbers + [None], skip_sketch=True)
         rows = np.repeat(np.arange(first, first + len(count)), count)
         if raw:
             self.packed_values.append((rows, packed[1]))
-        elif isinstance(packed[1], Spans):
-            self.spans.append((rows, packed[1]))
         else:
-            self.packed.append((rows, packed[1], packed[2]))
+            self.spans.append((rows, packed[1]))
 
     def add_arrays(self, arrays, skip_sketch=False):
         """Columns as arrays (sid, t, then :attr:`columns`); a sketch column
@@ -262,7 +258,7 @@ def reduce(cols, keys, stats):
             order = np.lexsort((at, inv))              # by group, then time
             ends = np.searchsorted(inv[order], np.arange(g), side="right") - 1
             out[stat] = cols.array("last_v")[order][ends]
-        elif not cols.blobs and not cols.packed and not cols.spans:   # raw only: exact
+        elif not cols.blobs and not cols.spans:   # raw samples only: exact
             vals = np.concatenate(cols.values + [vs for _, vs in cols.packed_values]
                                   + [np.zeros(0)])
             rows = cols.value_rows + [r for r, _ in cols.packed_values]
@@ -274,8 +270,6 @@ def reduce(cols, keys, stats):
                 bins.add_blobs(inv[np.concatenate(cols.blob_rows)], cols.blobs)
             if cols.values:
                 bins.add_values(inv[np.concatenate(cols.value_rows)], np.concatenate(cols.values))
-            for rows, data, sizes in cols.packed:
-                bins.add_packed(inv[rows], data, sizes)
             for rows, spans in cols.spans:
                 bins.add_spans(inv[rows], spans.buffer, spans.starts, spans.sizes)
             for rows, vals in cols.packed_values:
