@@ -307,3 +307,99 @@ def test_large_batches_through_the_array_path_equal_a_recompute(db, monkeypatch,
         assert repo.record_many(rows).inserted == 0
     for name, points in stored.items():
         check_tiers(db, sid, rules[name].id, points, name == "disk_io_reads")
+
+
+@settings(max_examples=150, deadline=None)
+@given(series=st.lists(st.tuples(
+    st.integers(1, 3), st.sampled_from([1, 3]),
+    st.lists(st.tuples(st.sampled_from([15, 15, 15, 30, 400, 3600]), st.integers(0, 9),
+                       st.sampled_from(["gauge", "zero", "tiny", "reset", "big"])),
+             min_size=1, max_size=60)), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(0, 240), max_size=4), shuffle=st.randoms())
+def test_merged_bucket_arrays_equal_the_state_merge(series, cuts, shuffle):
+    """The flush's numpy merge of the chunks' bucket arrays (across chunks
+    at one width, and 5 minutes -> hours -> days) makes the states merging
+    State objects in time order makes: same counts, extremes, first and
+    last, counter pairs, sketch bytes; sums within rounding. A bucket whose
+    chunks' samples interleave is reported for a recompute instead."""
+    from metricstore.rollups import update
+    from metricstore.rollups.rebuild_helpers import coarsen
+    rows, seen = [], set()
+    for sid, mid, steps in series:
+        if (sid, mid) in seen:
+            continue
+        seen.add((sid, mid))
+        t, c = 1_764_000_000_000_000 + sid * 7_000_000, 0.0
+        for step, value, kind in steps:
+            t += step * 1_000_000
+            c = float(value) if kind == "reset" else c + value
+            v = c if mid == 3 else {"zero": 0.0, "tiny": 1e-12,
+                                    "big": 9e6 + value}.get(kind, value * 11.3)
+            rows.append((sid, mid, v, t))
+    shuffle.shuffle(rows)
+    bounds = sorted({0, len(rows), *[min(c, len(rows)) for c in cuts]})
+    chunks = [rows[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    widths = (GAP_US, 3_600_000_000, 86_400_000_000)
+    levels = []                                   # each chunk's buckets, as the writer keeps them
+    for c in chunks:
+        fives = update.bucket_arrays(*update.chunk_arrays(c))
+        hours = update.merge_buckets([fives], widths[1])[0]
+        levels.append((fives, hours, update.merge_buckets([hours], widths[2])[0]))
+    states = [update.chunk_states(sorted(c, key=lambda r: (r[0], r[1], r[3])), {3})
+              for c in chunks]
+    for level, width in enumerate(widths):
+        merged, redo = update.merge_buckets([c[level] for c in levels], width)
+        want, clash = {}, set()
+        groups = {}
+        for part in states:
+            for key, state in coarsen(part, width).items():
+                groups.setdefault(key, []).append(state)
+        for key, members in groups.items():
+            members.sort(key=lambda s: s.first_at)
+            if any(b.first_at <= a.last_at for a, b in zip(members, members[1:])):
+                clash.add(key)
+            out = members[0].copy_into(key[2])
+            for later in members[1:]:
+                out.absorb(later)
+            want[key] = out
+        assert redo == clash
+        got = merged.states({3})
+        assert set(got) == set(want)
+        for key in set(want) - clash:
+            a, b = got[key].row(), want[key].row()
+            assert a[:1] + a[2:8] + a[10:] == b[:1] + b[2:8] + b[10:], (width, key)
+            assert a[1] == pytest.approx(b[1], rel=1e-12)
+            for x, y in ((a[8], b[8]), (a[9], b[9])):
+                assert (x is None and y is None) or x == pytest.approx(y, rel=1e-12, abs=1e-9)
+        # the rows written straight from the arrays are the states' rows
+        if merged.narrow():
+            rows_out = merged.rows({3})
+            assert [r[:3] for r in rows_out] == sorted(got)
+            for r in rows_out:
+                assert r[3:] == got[r[:3]].row(), (width, r[:3])
+
+
+def test_chunks_interleaving_only_at_the_hour_are_recomputed(db, monkeypatch):
+    """Two chunks of one batch whose 5-minute buckets differ but whose
+    hours interleave (the first chunk holds 10:00 and 10:20, the second
+    10:10): the hour and the day are recomputed, not merged out of order."""
+    import metricstore.ingest
+    from metricstore.rollups import update
+    monkeypatch.setattr(metricstore.ingest, "CHUNK_ROWS", 80)
+    monkeypatch.setattr(update, "VECTOR_MIN_ROWS", 1)     # the array path for small chunks
+    repo = MetricRepository(db, clock=lambda: BASE)
+    sid = repo.add_server("interleaved")
+    rules = repo.metric_rules()
+    hour = BASE - timedelta(hours=5)
+    rows, stored, counter = [], {"cpu_percent": {}, "disk_io_reads": {}}, 0
+    for minute in (0, 20, 10):
+        for i in range(20):
+            t = hour + timedelta(minutes=minute, seconds=15 * i)
+            counter += 3 + i % 4
+            rows.append((sid, "cpu_percent", float(minute + i), t))
+            rows.append((sid, "disk_io_reads", float(counter), t))
+            stored["cpu_percent"][to_micros(t)] = float(minute + i)
+            stored["disk_io_reads"][to_micros(t)] = float(counter)
+    assert repo.record_many(rows).inserted == len(rows)
+    for name, points in stored.items():
+        check_tiers(db, sid, rules[name].id, points, name == "disk_io_reads")

@@ -73,10 +73,14 @@ def raw_points(db, ranges):
     return out
 
 
+def state_rows(states):
+    """Tier rows of ``{(sid, mid, bucket us): State}``, in key order."""
+    return [key + state.row() for key, state in sorted(states.items())]
+
+
 def write_states(db, tier, states):
     """Upsert ``{(sid, mid, bucket us): State}`` into ``tier``'s table."""
-    if states:
-        write_rows(db, tier, [key + state.row() for key, state in sorted(states.items())])
+    write_rows(db, tier, state_rows(states))
 
 
 def write_rows(db, tier, rows):

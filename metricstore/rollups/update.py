@@ -19,7 +19,7 @@ days, and upserts. A re-sent batch inserts nothing and so changes no tier.
 import gc
 import struct
 from contextlib import contextmanager
-from itertools import groupby, repeat
+from itertools import compress, groupby, repeat
 from operator import floordiv, itemgetter
 
 import numpy as np
@@ -33,6 +33,8 @@ from .tiers import TIER_1D, TIER_1H, TIER_5M, TIER_MAX_GAP_US, US
 W5 = TIER_5M.width_us
 WIDTHS = (W5, TIER_1H.width_us, TIER_1D.width_us)
 _HEAD, _ZERO_COUNT = struct.Struct("<BiH"), struct.Struct("<I")
+_HEAD_DTYPE = np.dtype([("flags", "u1"), ("offset", "<i4"), ("length", "<u2")])   # _HEAD
+_ENCODE_CELLS = 16_384         # sketch bins encoded at a time (~0.5 MB of scratch)
 _SERIES, _TIME = itemgetter(0, 1), itemgetter(3)
 _SID, _MID, _VALUE = itemgetter(0), itemgetter(1), itemgetter(2)
 _ROW_KEY = itemgetter(0, 1, 3)
@@ -81,6 +83,12 @@ def chunk_arrays(rows):
     v = np.fromiter(map(_VALUE, rows), np.float64, n)
     if (v <= -ZERO).any():
         return None
+    return in_key_order(sid, mid, v, t)
+
+
+def in_key_order(sid, mid, v, t):
+    """The row arrays sorted by (sid, mid, us), stably (of rows repeating a
+    key the first stays first); as they are when already in that order."""
     same_series = (sid[1:] == sid[:-1]) & (mid[1:] == mid[:-1])
     step = t[1:] - t[:-1]
     if (~same_series & ((sid[1:] < sid[:-1]) | ((sid[1:] == sid[:-1]) & (mid[1:] < mid[:-1])))).any() \
@@ -155,9 +163,72 @@ class BucketArrays:
     def __init__(self, ints, floats, cells):
         self.ints, self.floats, self.cells = ints, floats, cells
 
+    def narrow(self):
+        """Whether every bin count fits the uint16 encoding."""
+        return not len(self.cells) or int(self.cells.max()) <= 0xFFFF
+
+    def subset(self, index):
+        """The buckets at positions ``index`` (the cells stay shared)."""
+        return BucketArrays(self.ints[:, index], self.floats[:, index], self.cells)
+
+    def encoded(self):
+        """Every bucket's sketch encoding (bytes), exactly as
+        :meth:`states` and ``Sketch.encode`` write it, built in numpy a few
+        thousand bins at a time (bounded scratch memory). Only for
+        :meth:`narrow` arrays whose cells are in bucket order (as built)."""
+        span = self.ints[9]
+        ends = np.cumsum(span)
+        out, lo, n = [], 0, len(span)
+        while lo < n:
+            hi = max(lo + 1, int(np.searchsorted(ends, ends[lo] - span[lo] + _ENCODE_CELLS,
+                                                 side="right")))
+            out += self._encoded(lo, hi)
+            lo = hi
+        return out
+
+    def _encoded(self, lo, hi):
+        zero, offset, span, base = self.ints[7:11, lo:hi]
+        first = int(base[0])
+        cells = self.cells[first:int(base[-1] + span[-1])]
+        has_zero = zero > 0
+        size = 7 + 2 * span + 4 * has_zero
+        ends = np.cumsum(size)
+        starts = ends - size
+        buf = np.zeros(int(ends[-1]), dtype=np.uint8)
+        head = np.zeros(len(size), dtype=_HEAD_DTYPE)
+        head["flags"] = np.where(has_zero, HAS_ZERO, 0)
+        head["offset"] = np.where(span > 0, offset, 0)
+        head["length"] = span
+        buf[(starts[:, None] + np.arange(7)).ravel()] = head.view(np.uint8)
+        # Bucket g's counts are cells[base[g]:base[g] + span[g]], in bucket order.
+        at = np.repeat(starts + 7 - 2 * (base - first), 2 * span)
+        at += np.arange(len(at))
+        buf[at] = cells.astype("<u2").view(np.uint8)
+        at = (starts + 7 + 2 * span)[has_zero]
+        buf[(at[:, None] + np.arange(4)).ravel()] = zero[has_zero].astype("<u4").view(np.uint8)
+        data = buf.tobytes()
+        return [data[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+
+    def rows(self, counters, keep=None):
+        """Tier rows ``(sid, mid, bucket us, *COLUMNS)`` in key order, the
+        same values :meth:`states` gives (``keep``: a bool mask of the
+        buckets wanted). Only for :meth:`narrow` arrays."""
+        sid, mid, b, cnt, fa, la, pairs = self.ints[:7].tolist()
+        tot, lo, hi, fv, lv, inc, el = self.floats.tolist()
+        n = len(sid)
+        if counters:
+            is_counter = [m in counters for m in mid]
+            inc, el, pairs = ([x if c else None for x, c in zip(col, is_counter)]
+                              for col in (inc, el, pairs))
+        else:
+            inc = el = pairs = [None] * n
+        out = zip(sid, mid, b, cnt, tot, lo, hi, fa, fv, la, lv, inc, el, pairs,
+                  self.encoded())
+        return list(out if keep is None else compress(out, keep.tolist()))
+
     def states(self, counters):
         """``{(sid, mid, bucket us): State}`` (one Python step a bucket)."""
-        narrow = not len(self.cells) or int(self.cells.max()) <= 0xFFFF
+        narrow = self.narrow()
         if narrow:
             raw = self.cells.astype("<u2").tobytes()
         else:
@@ -185,6 +256,129 @@ class BucketArrays:
         return out
 
 
+def merge_buckets(parts, width):
+    """``(BucketArrays, redo)``: the buckets of ``parts`` (each with unique
+    keys) merged into buckets of ``width`` (a multiple of theirs), as
+    ``State.absorb`` merges them in time order: counts, sums, extremes, first
+    and last, zeros, sketch bins added, counter pairs across members counted
+    when their gap is at most the tier gap. ``redo``: keys whose members
+    interleave in time (a bucket staged twice; its merged values are not
+    to be used)."""
+    if len(parts) == 1:
+        ints, floats, cells = parts[0].ints, parts[0].floats, parts[0].cells
+    else:
+        shift = np.cumsum([0] + [len(p.cells) for p in parts[:-1]])
+        ints = np.concatenate([p.ints for p in parts], axis=1)
+        ints[10] += np.repeat(shift, [p.ints.shape[1] for p in parts])
+        floats = np.concatenate([p.floats for p in parts], axis=1)
+        cells = np.concatenate([p.cells for p in parts])
+    sid, mid, b, first_at = ints[0], ints[1], ints[2], ints[4]
+    b = b - b % width
+    if len(parts) > 1:
+        order = np.lexsort((first_at, b, mid, sid))
+        ints, floats, b = ints[:, order], floats[:, order], b[order]
+        sid, mid, first_at = ints[0], ints[1], ints[4]
+    n = len(b)
+    same = (sid[1:] == sid[:-1]) & (mid[1:] == mid[:-1]) & (b[1:] == b[:-1])
+    if len(parts) == 1 and not same.any() and (ints[2] == b).all():
+        return parts[0], set()               # nothing to merge
+    last_at = ints[5]
+    starts = np.flatnonzero(np.concatenate(([True], ~same)))
+    ends = np.append(starts[1:], n)
+    groups = len(starts)
+    member_group = np.repeat(np.arange(groups), ends - starts)
+    clash = same & (first_at[1:] <= last_at[:-1])
+    redo = set(zip(sid[1:][clash].tolist(), mid[1:][clash].tolist(), b[1:][clash].tolist()))
+    count, pairs, zero = (np.add.reduceat(ints[i], starts) for i in (3, 6, 7))
+    total, inc, elapsed = (np.add.reduceat(floats[i], starts) for i in (0, 5, 6))
+    low, high = np.minimum.reduceat(floats[1], starts), np.maximum.reduceat(floats[2], starts)
+    # The pair joining one member's last sample to the next member's first.
+    later, earlier = floats[3][1:], floats[4][:-1]
+    gap = first_at[1:] - last_at[:-1]
+    ok = same & (gap <= TIER_MAX_GAP_US)
+    joins = member_group[1:]
+    inc += np.bincount(joins, weights=np.where(ok, np.where(later >= earlier, later - earlier,
+                                                              later), 0.0), minlength=groups)
+    elapsed += np.bincount(joins, weights=np.where(ok, gap / US, 0.0), minlength=groups)
+    pairs += np.bincount(joins, weights=ok, minlength=groups).astype(np.int64)
+    # Sketch bins: each member's counts moved onto its group's offset.
+    offset, span, base = ints[8], ints[9], ints[10]
+    has = span > 0
+    big = np.iinfo(np.int64).max
+    kmin = np.minimum.reduceat(np.where(has, offset, big), starts)
+    kmax = np.maximum.reduceat(np.where(has, offset + span - 1, -big), starts)
+    any_bins = kmin <= kmax
+    new_span = np.where(any_bins, kmax - kmin + 1, 0)
+    new_base = np.cumsum(new_span) - new_span
+    # Cell j of member m (its j-th bin) sits at base[m] + j and goes to
+    # new_base[g] + offset[m] - kmin[g] + j of its group g.
+    first_cell = np.cumsum(span) - span
+    g_base = (new_base - kmin)[member_group]
+    dst = np.repeat(g_base + offset - first_cell, span)
+    dst += np.arange(len(dst))
+    if len(parts) == 1 and (base == first_cell).all():
+        moved = cells                        # in member order already
+    else:
+        src = np.repeat(base - first_cell, span)
+        src += np.arange(len(src))
+        moved = cells[src]
+        del src
+    new_cells = np.zeros(int(new_span.sum()), dtype=np.int64)
+    np.add.at(new_cells, dst, moved)         # integer adds, no float copy (bincount's)
+    out_ints = np.stack([sid[starts], mid[starts], b[starts], count, first_at[starts],
+                         last_at[ends - 1], pairs, zero, np.where(any_bins, kmin, big),
+                         new_span, new_base])
+    out_floats = np.stack([total, low, high, floats[3][starts], floats[4][ends - 1], inc,
+                           elapsed])
+    return BucketArrays(out_ints, out_floats, new_cells), redo
+
+
+class ArrayDelta:
+    """One level's batch states as :class:`BucketArrays` (unique keys, in
+    key order), used like the ``{key: State}`` dict it stands for: State
+    objects are made only for the buckets a stored row touches, every
+    other bucket goes to its table as a row built from the arrays."""
+
+    def __init__(self, arrays, counters):
+        self.arrays, self.counters = arrays, counters
+        self.index = {k: i for i, k in enumerate(zip(*arrays.ints[:3].tolist()))}
+        self.dropped = set()
+
+    def __iter__(self):
+        return (k for k in self.index if k not in self.dropped)
+
+    def __len__(self):
+        return len(self.index) - len(self.dropped)
+
+    def __contains__(self, key):
+        return key in self.index and key not in self.dropped
+
+    def pop(self, key, default=None):
+        """Leave bucket ``key`` out (it is recomputed instead)."""
+        if key in self:
+            self.dropped.add(key)
+        return default
+
+    def samples(self):
+        """The distinct rows the states hold."""
+        return int(self.arrays.ints[3].sum())
+
+    def split(self, touched):
+        """``({key: State} of ``touched``, tier rows of every other bucket
+        still in)``."""
+        a = self.arrays
+        index = [self.index[k] for k in touched]
+        states = a.subset(index).states(self.counters) if index else {}
+        if not a.narrow():                   # a count passes 65535: Sketch.encode
+            rest = a.states(self.counters)
+            return states, [k + rest[k].row() for k in self if k not in states]
+        keep = None
+        if index or self.dropped:
+            keep = np.ones(len(self.index), dtype=bool)
+            keep[index + [self.index[k] for k in self.dropped]] = False
+        return states, a.rows(self.counters, keep)
+
+
 class TierUpdater:
     """Keeps the tiers in step with one ``record_many`` call.
 
@@ -205,16 +399,19 @@ class TierUpdater:
         if not rows:
             return
         arrays = chunk_arrays(rows) if len(rows) >= VECTOR_MIN_ROWS else None
-        self.pending.append(bucket_arrays(*arrays, WIDTHS) if arrays is not None
-                            else chunk_states(sorted(rows, key=_ROW_KEY), self.counters))
+        if arrays is None:
+            self.pending.append(chunk_states(sorted(rows, key=_ROW_KEY), self.counters))
+            return
+        fives = bucket_arrays(*arrays)
+        hours = merge_buckets([fives], TIER_1H.width_us)[0]
+        self.pending.append((fives, hours, merge_buckets([hours], TIER_1D.width_us)[0]))
 
-    def _states(self, chunks, level=0):
-        """``(deltas, redo)``: the states of the staged chunks at ``level``
-        (0: 5 minutes, 1: hours, 2: days), and the buckets staged twice with
-        interleaving rows (recomputed from finer rows)."""
+    def _states(self, chunks):
+        """``(deltas, redo)``: the 5-minute states of the staged chunks, and
+        the buckets staged twice with interleaving rows (recomputed from raw)."""
         deltas, redo = {}, set()
         for chunk in chunks:
-            states = chunk if isinstance(chunk, dict) else chunk[level].states(self.counters)
+            states = chunk if isinstance(chunk, dict) else chunk[0].states(self.counters)
             for key, new in states.items():
                 old = deltas.get(key)
                 if old is None:
@@ -245,23 +442,33 @@ class TierUpdater:
             self._update(chunks, inserted, staged)
 
     def _update(self, chunks, inserted, staged=None):
-        deltas, redo = self._states(chunks)
-        if staged is None:
-            staged = sum(s.count for s in deltas.values())
-        whole = not redo and inserted == staged
-        # Every staged row went in: the hourly and daily batch states come
-        # straight from the rows (as the 5-minute ones do), not from merging.
         coarse = None
-        if whole and all(not isinstance(c, dict) for c in chunks):
-            coarse = {TIER_1H: self._states(chunks, 1), TIER_1D: self._states(chunks, 2)}
-        self.apply(deltas, redo, whole, coarse)
+        if chunks and not any(isinstance(c, dict) for c in chunks):
+            # All arrays: each level's buckets merged across the chunks in
+            # numpy; State objects only where a stored row is met.
+            fives, redo = merge_buckets([c[0] for c in chunks], W5)
+            deltas = ArrayDelta(fives, self.counters)
+            if not redo:
+                coarse = {}
+                for level, tier in ((1, TIER_1H), (2, TIER_1D)):
+                    merged, twice = merge_buckets([c[level] for c in chunks], tier.width_us)
+                    coarse[tier] = (ArrayDelta(merged, self.counters), twice)
+            if staged is None:
+                staged = deltas.samples()
+        else:
+            deltas, redo = self._states(chunks)
+            if staged is None:
+                staged = sum(s.count for s in deltas.values())
+        whole = not redo and inserted == staged
+        self.apply(deltas, redo, whole, coarse if whole else None)
 
     def apply(self, deltas, redo, whole, coarse=None):
         """Merge the batch states into the tiers (``whole``: every staged row
         was stored), else recompute every touched bucket from raw."""
         db, counters = self.db, self.counters
         if whole:
-            delta = {k: v for k, v in deltas.items() if k not in redo}
+            delta = deltas if isinstance(deltas, ArrayDelta) else {
+                k: v for k, v in deltas.items() if k not in redo}
             redo = set(redo)
         else:
             delta, redo = {}, set(deltas) | redo
@@ -276,13 +483,13 @@ class TierUpdater:
                 redo = {(s, m, b - b % width) for s, m, b in redo} | set(staged_twice)
                 for key in redo:
                     delta.pop(key, None)
-            merged, interleaved = merge_stored(db, tier, delta, counters)
+            merged, interleaved, rows = merge_stored(db, tier, delta, counters)
             redo |= interleaved
             if finer is None:
                 merged.update(store.from_raw(db, sorted(redo), width, counters))
             else:
                 merged.update(store.from_finer(db, finer, sorted(redo), width))
-            store.write_states(db, tier, merged)
+            store.write_rows(db, tier, rows + store.state_rows(merged))
             finer = tier
 
 
@@ -321,11 +528,18 @@ def _no_cyclic_gc():
 
 def merge_stored(db, tier, delta, counters):
     """Batch states merged into the stored rows of the same buckets; returns
-    ``(states, keys to recompute)`` (counter samples interleaving stored ones)."""
-    out, again = dict(delta), set()
+    ``(states, keys to recompute, rows)``: the keys those of counter samples
+    interleaving stored ones, ``rows`` the tier rows of an
+    :class:`ArrayDelta`'s buckets no stored row touches (their batch state
+    is the row)."""
+    again = set()
     if not delta:
-        return out, again
+        return {}, again, []
     stored = store.tier_states(db, tier, lookup_ranges(delta, tier.width_us))
+    if isinstance(delta, ArrayDelta):
+        out, rows = delta.split([k for k in stored if k in delta])
+    else:
+        out, rows = dict(delta), []
     for key, old in stored.items():
         new = out.get(key)
         if new is None:                      # inside a looked-up span, not in the batch
@@ -339,4 +553,4 @@ def merge_stored(db, tier, delta, counters):
             again.add(key)
         else:
             out[key] = old.absorb(new)       # gauges merge in any order
-    return out, again
+    return out, again, rows
