@@ -250,7 +250,7 @@ def test_planner_uses_the_coarsest_aligned_tier_and_stitches_edges():
 def test_vectorised_chunk_states_equal_the_per_bucket_path(series):
     """The write path's numpy chunk builder makes the very states (same
     sketch bytes, the same counter sums) the per-bucket Python path does."""
-    from metricstore.rollups import update
+    from metricstore.rollups import arrays
     rows = []
     for sid, mid, steps in series:
         t, c = 1_764_000_000_000_000 + sid * 7_000_000, 0.0
@@ -260,9 +260,9 @@ def test_vectorised_chunk_states_equal_the_per_bucket_path(series):
             v = c if mid == 3 else {"zero": 0.0, "tiny": 1e-12}.get(kind, value * 11.3)
             rows.append((sid, mid, v, t))
     rows.sort(key=lambda r: (r[0], r[1], r[3]))
-    fast = update.chunk_states_np(rows, {3})
+    fast = arrays.chunk_states_np(rows, {3})
     assert fast is not None
-    slow = update.chunk_states(rows, {3})
+    slow = arrays.chunk_states(rows, {3})
     assert set(fast) == set(slow)
     for key, a in fast.items():
         b = slow[key]
@@ -322,7 +322,7 @@ def test_merged_bucket_arrays_equal_the_state_merge(series, cuts, shuffle):
     State objects in time order makes: same counts, extremes, first and
     last, counter pairs, sketch bytes; sums within rounding. A bucket whose
     chunks' samples interleave is reported for a recompute instead."""
-    from metricstore.rollups import update
+    from metricstore.rollups import arrays
     from metricstore.rollups.rebuild_helpers import coarsen
     rows, seen = [], set()
     for sid, mid, steps in series:
@@ -342,13 +342,13 @@ def test_merged_bucket_arrays_equal_the_state_merge(series, cuts, shuffle):
     widths = (GAP_US, 3_600_000_000, 86_400_000_000)
     levels = []                                   # each chunk's buckets, as the writer keeps them
     for c in chunks:
-        fives = update.bucket_arrays(*update.chunk_arrays(c))
-        hours = update.merge_buckets([fives], widths[1])[0]
-        levels.append((fives, hours, update.merge_buckets([hours], widths[2])[0]))
-    states = [update.chunk_states(sorted(c, key=lambda r: (r[0], r[1], r[3])), {3})
+        fives = arrays.bucket_arrays(*arrays.chunk_arrays(c))
+        hours = arrays.merge_buckets([fives], widths[1])[0]
+        levels.append((fives, hours, arrays.merge_buckets([hours], widths[2])[0]))
+    states = [arrays.chunk_states(sorted(c, key=lambda r: (r[0], r[1], r[3])), {3})
               for c in chunks]
     for level, width in enumerate(widths):
-        merged, redo = update.merge_buckets([c[level] for c in levels], width)
+        merged, redo = arrays.merge_buckets([c[level] for c in levels], width)
         want, clash = {}, set()
         groups = {}
         for part in states:
