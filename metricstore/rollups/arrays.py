@@ -25,6 +25,7 @@ W5 = TIER_5M.width_us
 _HEAD, _ZERO_COUNT = struct.Struct("<BiH"), struct.Struct("<I")
 _HEAD_DTYPE = np.dtype([("flags", "u1"), ("offset", "<i4"), ("length", "<u2")])   # _HEAD
 _ENCODE_CELLS = 16_384         # sketch bins encoded at a time (~0.5 MB of scratch)
+_MOVE_CELLS = 16_384           # sketch bins merged at a time (~0.5 MB of scratch)
 _SERIES, _TIME = itemgetter(0, 1), itemgetter(3)
 _SID, _MID, _VALUE = itemgetter(0), itemgetter(1), itemgetter(2)
 
@@ -124,7 +125,7 @@ def _buckets(sid, mid, v, t, same_series, step, width):
     span = np.where(has, kmax - kmin + 1, 0)
     base = np.cumsum(span) - span
     cells = np.bincount((base[group] + k - np.where(has, kmin, 0)[group])[pos],
-                        minlength=int(span.sum()))
+                        minlength=int(span.sum())).astype(np.uint32)   # <= the chunk's rows
     return BucketArrays(
         np.stack([sid[starts], mid[starts], b[starts] * width, count, t[starts], t[ends - 1],
                   pairs, zero, kmin, span, base]),
@@ -289,21 +290,23 @@ def merge_buckets(parts, width):
     any_bins = kmin <= kmax
     new_span = np.where(any_bins, kmax - kmin + 1, 0)
     new_base = np.cumsum(new_span) - new_span
-    # Cell j of member m (its j-th bin) sits at base[m] + j and goes to
-    # new_base[g] + offset[m] - kmin[g] + j of its group g.
-    first_cell = np.cumsum(span) - span
-    g_base = (new_base - kmin)[member_group]
-    dst = np.repeat(g_base + offset - first_cell, span)
-    dst += np.arange(len(dst))
-    if len(parts) == 1 and (base == first_cell).all():
-        moved = cells                        # in member order already
-    else:
-        src = np.repeat(base - first_cell, span)
-        src += np.arange(len(src))
-        moved = cells[src]
-        del src
-    new_cells = np.zeros(int(new_span.sum()), dtype=np.int64)
-    np.add.at(new_cells, dst, moved)         # integer adds, no float copy (bincount's)
+    # Bin j of member m sits at cells[base[m] + j] and goes to
+    # new_base[g] + offset[m] - kmin[g] + j of its group g; moved a few
+    # thousand bins at a time (bounded scratch memory, as in encoding).
+    shift = np.where(has, (new_base - np.where(any_bins, kmin, 0))[member_group]
+                     + np.where(has, offset, 0), 0)
+    wide = int(count.sum()) >= 1 << 32
+    new_cells = np.zeros(int(new_span.sum()), dtype=np.int64 if wide else np.uint32)
+    last = np.cumsum(span)
+    lo = 0
+    while lo < n:
+        hi = max(lo + 1, int(np.searchsorted(last, last[lo] - span[lo] + _MOVE_CELLS,
+                                             side="right")))
+        sp = span[lo:hi]
+        within = np.arange(int(sp.sum())) - np.repeat(np.cumsum(sp) - sp, sp)
+        np.add.at(new_cells, np.repeat(shift[lo:hi], sp) + within,
+                  cells[np.repeat(base[lo:hi], sp) + within])
+        lo = hi
     out_ints = np.stack([sid[starts], mid[starts], b[starts], count, first_at[starts],
                          last_at[ends - 1], pairs, zero, np.where(any_bins, kmin, big),
                          new_span, new_base])

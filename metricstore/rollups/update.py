@@ -100,13 +100,14 @@ class TierUpdater:
             # numpy; State objects only where a stored row is met.
             fives, redo = merge_buckets([c[0] for c in chunks], W5)
             deltas = ArrayDelta(fives, self.counters)
-            if not redo:
+            if staged is None:
+                staged = deltas.samples()
+            if not redo and inserted == staged:
                 coarse = {}
                 for level, tier in ((1, TIER_1H), (2, TIER_1D)):
                     merged, twice = merge_buckets([c[level] for c in chunks], tier.width_us)
                     coarse[tier] = (ArrayDelta(merged, self.counters), twice)
-            if staged is None:
-                staged = deltas.samples()
+            chunks.clear()                   # the merged arrays hold what is needed now
         else:
             deltas, redo = self._states(chunks)
             if staged is None:
