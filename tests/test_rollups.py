@@ -403,3 +403,31 @@ def test_chunks_interleaving_only_at_the_hour_are_recomputed(db, monkeypatch):
     assert repo.record_many(rows).inserted == len(rows)
     for name, points in stored.items():
         check_tiers(db, sid, rules[name].id, points, name == "disk_io_reads")
+
+
+def test_bucket_arrays_past_uint16_counts_take_the_wide_encoding():
+    """A bin holding more than 65,535 samples (here 70,000 equal values a
+    few ms apart in one 5-minute bucket, two series): states and the rows
+    written from the arrays use Sketch.encode's wide counts, the same as
+    the per-bucket Python path, with or without a stored row touched."""
+    from metricstore.rollups import arrays
+    t0 = 1_764_000_000_000_000
+    rows = [(sid, 1, 5.0 if i % 100 else 9.0, t0 + 4_000 * i)
+            for sid in (1, 2) for i in range(70_000)]
+    five = arrays.bucket_arrays(*arrays.chunk_arrays(rows))
+    assert not five.narrow()
+    want = arrays.chunk_states(rows, set())
+    got = five.states(set())
+    assert set(got) == set(want)
+    for key in want:
+        assert got[key].row()[2:] == want[key].row()[2:]
+        assert got[key].sum == pytest.approx(want[key].sum, rel=1e-12)
+    first = (1, 1, t0 - t0 % GAP_US)
+    states, rows_out = arrays.ArrayDelta(five, set()).split([first])
+    assert set(states) == {first}
+    assert states[first].row()[2:] == want[first].row()[2:]
+    assert [r[:3] for r in rows_out] == [k for k in sorted(want) if k != first]
+    for r in rows_out:
+        w = want[r[:3]].row()
+        assert r[3] == w[0] and r[5:] == w[2:]
+        assert r[4] == pytest.approx(w[1], rel=1e-12)

@@ -11,7 +11,6 @@ row must be merged. :func:`chunk_states` is the per-bucket Python path for
 small chunks and negative values. All times are epoch microseconds (UTC).
 """
 
-import struct
 from itertools import compress, groupby, repeat
 from operator import floordiv, itemgetter
 
@@ -22,8 +21,8 @@ from .state import State
 from .tiers import TIER_5M, TIER_MAX_GAP_US, US
 
 W5 = TIER_5M.width_us
-_HEAD, _ZERO_COUNT = struct.Struct("<BiH"), struct.Struct("<I")
-_HEAD_DTYPE = np.dtype([("flags", "u1"), ("offset", "<i4"), ("length", "<u2")])   # _HEAD
+# A sketch encoding's head: flags, then the positive store's offset and length.
+_HEAD_DTYPE = np.dtype([("flags", "u1"), ("offset", "<i4"), ("length", "<u2")])
 _ENCODE_CELLS = 16_384         # sketch bins encoded at a time (~0.5 MB of scratch)
 _MOVE_CELLS = 16_384           # sketch bins merged at a time (~0.5 MB of scratch)
 _SERIES, _TIME = itemgetter(0, 1), itemgetter(3)
@@ -137,7 +136,8 @@ class BucketArrays:
     ~600 as :class:`State` objects): ``ints`` rows sid, mid, bucket, count,
     first_at, last_at, pairs, zeros, sketch offset, span, cell base;
     ``floats`` rows sum, min, max, first, last, increase, elapsed; ``cells``
-    the sketch bins of every bucket, concatenated."""
+    the sketch bins of every bucket, concatenated in bucket order (uint32
+    in a chunk)."""
     __slots__ = ("ints", "floats", "cells")
 
     def __init__(self, ints, floats, cells):
@@ -148,14 +148,20 @@ class BucketArrays:
         return not len(self.cells) or int(self.cells.max()) <= 0xFFFF
 
     def subset(self, index):
-        """The buckets at positions ``index`` (the cells stay shared)."""
-        return BucketArrays(self.ints[:, index], self.floats[:, index], self.cells)
+        """The buckets at positions ``index``, their bins copied out in
+        bucket order (as every BucketArrays keeps them)."""
+        ints = self.ints[:, index]
+        span, base = ints[9], ints[10]
+        first = np.cumsum(span) - span
+        cells = self.cells[np.repeat(base - first, span) + np.arange(int(span.sum()))]
+        ints[10] = first
+        return BucketArrays(ints, self.floats[:, index], cells)
 
     def encoded(self):
         """Every bucket's sketch encoding (bytes), exactly as
         :meth:`states` and ``Sketch.encode`` write it, built in numpy a few
         thousand bins at a time (bounded scratch memory). Only for
-        :meth:`narrow` arrays whose cells are in bucket order (as built)."""
+        :meth:`narrow` arrays."""
         span = self.ints[9]
         ends = np.cumsum(span)
         out, lo, n = [], 0, len(span)
@@ -207,28 +213,22 @@ class BucketArrays:
         return list(out if keep is None else compress(out, keep.tolist()))
 
     def states(self, counters):
-        """``{(sid, mid, bucket us): State}`` (one Python step a bucket)."""
-        narrow = self.narrow()
-        if narrow:
-            raw = self.cells.astype("<u2").tobytes()
+        """``{(sid, mid, bucket us): State}`` (one Python step a bucket).
+        Sketches keep the encoding :meth:`encoded` built, decoded only if a
+        merge needs their bins; a count past 65535 makes plain bins."""
+        if self.narrow():
+            sketches = map(EncodedSketch, self.encoded())
         else:
-            cells = self.cells.tolist()
-        head, zero_count = _HEAD.pack, _ZERO_COUNT.pack
-        new_sketch, empty = Sketch.__new__, Store
-        out = {}
-        for (g_sid, g_mid, g_b, cnt, fa, la, p_, z, km, sp, bs), (tot, lo, hi, fv, lv, i_, e_) \
-                in zip(zip(*self.ints.tolist()), zip(*self.floats.tolist())):
-            if narrow:
-                # Its encoding, as Sketch.encode writes it (flags, offset, length,
-                # uint16 counts, the zero count when there are zeros); bins
-                # decoded only if a merge needs them.
-                sketch = EncodedSketch(head(HAS_ZERO if z else 0, km if sp else 0, sp)
-                                       + raw[2 * bs:2 * (bs + sp)]
-                                       + (zero_count(z) if z else b""))
-            else:
-                sketch = new_sketch(Sketch)
+            cells, empty = self.cells.tolist(), Store
+            sketches = []
+            for km, sp, bs, z in zip(*self.ints[[8, 9, 10, 7]].tolist()):
+                sketch = Sketch.__new__(Sketch)
                 sketch.pos = Store(km, cells[bs:bs + sp]) if sp else empty()
                 sketch.neg, sketch.zero, sketch.blob = empty(), z, None
+                sketches.append(sketch)
+        out = {}
+        for (g_sid, g_mid, g_b, cnt, fa, la, p_), (tot, lo, hi, fv, lv, i_, e_), sketch \
+                in zip(zip(*self.ints[:7].tolist()), zip(*self.floats.tolist()), sketches):
             counter = g_mid in counters
             out[g_sid, g_mid, g_b] = State(g_b, cnt, tot, lo, hi, fa, fv, la, lv,
                                            i_ if counter else None, e_ if counter else None,
@@ -350,10 +350,11 @@ class ArrayDelta:
         still in)``."""
         a = self.arrays
         index = [self.index[k] for k in touched]
-        states = a.subset(index).states(self.counters) if index else {}
         if not a.narrow():                   # a count passes 65535: Sketch.encode
             rest = a.states(self.counters)
-            return states, [k + rest[k].row() for k in self if k not in states]
+            states = {k: rest.pop(k) for k in touched}
+            return states, [k + rest[k].row() for k in self if k in rest]
+        states = a.subset(index).states(self.counters) if index else {}
         keep = None
         if index or self.dropped:
             keep = np.ones(len(self.index), dtype=bool)
